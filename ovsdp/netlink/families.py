@@ -1,0 +1,37 @@
+"""The generic-netlink families ovsdp speaks, as the codec sees them."""
+
+from __future__ import annotations
+
+from .constants import (
+    OVS_CT_LIMIT_FAMILY,
+    OVS_CT_LIMIT_MCGROUP,
+    OVS_CT_LIMIT_VERSION,
+    OVS_DATAPATH_FAMILY,
+    OVS_DATAPATH_MCGROUP,
+    OVS_DATAPATH_VERSION,
+    OVS_FLOW_FAMILY,
+    OVS_FLOW_MCGROUP,
+    OVS_FLOW_VERSION,
+    OVS_METER_FAMILY,
+    OVS_METER_MCGROUP,
+    OVS_METER_VERSION,
+    OVS_PACKET_FAMILY,
+    OVS_PACKET_VERSION,
+    OVS_VPORT_FAMILY,
+    OVS_VPORT_MCGROUP,
+    OVS_VPORT_VERSION,
+)
+from .message import GenlFamily
+
+NLCTRL = GenlFamily("nlctrl", 2, 0, "ctrl")
+OVS_DATAPATH = GenlFamily(
+    OVS_DATAPATH_FAMILY, OVS_DATAPATH_VERSION, 4, "ovs_datapath", (OVS_DATAPATH_MCGROUP,)
+)
+OVS_VPORT = GenlFamily(OVS_VPORT_FAMILY, OVS_VPORT_VERSION, 4, "ovs_vport", (OVS_VPORT_MCGROUP,))
+OVS_FLOW = GenlFamily(OVS_FLOW_FAMILY, OVS_FLOW_VERSION, 4, "ovs_flow", (OVS_FLOW_MCGROUP,))
+OVS_PACKET = GenlFamily(OVS_PACKET_FAMILY, OVS_PACKET_VERSION, 4, "ovs_packet")
+OVS_METER = GenlFamily(OVS_METER_FAMILY, OVS_METER_VERSION, 4, "ovs_meter", (OVS_METER_MCGROUP,))
+OVS_CT_LIMIT = GenlFamily(
+    OVS_CT_LIMIT_FAMILY, OVS_CT_LIMIT_VERSION, 4, "ovs_ct_limit", (OVS_CT_LIMIT_MCGROUP,)
+)
+OVS_FAMILIES = (OVS_DATAPATH, OVS_VPORT, OVS_FLOW, OVS_PACKET, OVS_METER, OVS_CT_LIMIT)
