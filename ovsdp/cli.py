@@ -13,6 +13,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .daemon import ServiceConfig, serve_main
+
+    return serve_main(
+        ServiceConfig(args.socket, mode=args.mode, owner=args.owner, group=args.group)
+    )
+
+
+def _mode(text: str) -> int:
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ovsdp`` and its subcommands."""
     parser = argparse.ArgumentParser(
@@ -21,6 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="show the datapath at work (the README's first command)")
     demo.set_defaults(func=_cmd_demo)
+
+    from .daemon import default_socket_path
+
+    serve = sub.add_parser("serve", help="run the datapath service on a pseudo-device socket")
+    serve.add_argument(
+        "--socket",
+        default=default_socket_path(),
+        help="socket path (default: $OVSDP_SOCKET or /run/ovsdp/ovsdp.sock)",
+    )
+    serve.add_argument("--mode", type=_mode, default=0o660, help="socket file mode (octal)")
+    serve.add_argument("--owner", help="socket file owner (user name or uid)")
+    serve.add_argument(
+        "--group",
+        help="socket file group (name or gid); its members may change state, as root may",
+    )
+    serve.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -491,3 +491,23 @@ ovs_meter = AttributeSpace(
 )
 
 ovs_ct_limit = AttributeSpace("ovs_ct_limit", {1: "zone_limit" / GreedyRange(ovs_zone_limit)})
+
+# --- the pseudo-device's control family (modelled on Windows' ovs_win_control) ---------------
+# Attribute numbers start at 0 as in ovs_win_control; 0-3 keep that family's meaning.
+
+ovsdp_control = AttributeSpace(
+    "ovsdp_control",
+    {
+        0: "mcast_grp" / Int32ul,
+        1: "mcast_join" / Int8ub,
+        2: "packet_subscribe" / Int8ub,
+        3: "packet_pid" / Int32ul,
+        4: "sock_proto" / Int32ul,
+        5: "sock_pid" / Int32ul,
+        6: "txn_markers" / Int8ub,
+        7: "rxq_limit" / Int32ul,
+        8: "rxq_bytes" / Int32ul,
+        9: "rxq_dropped" / Int64ul,
+        10: "mcast_groups" / GreedyRange(Int32ul),
+    },
+)

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints rates and ratios measured side by side in one run."""

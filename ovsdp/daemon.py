@@ -1,0 +1,73 @@
+"""The ovsdp service: the pseudo-device with every family registered, run under trio."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from .pseudodev.device import Device
+from .pseudodev.server import PseudoDevice, ServiceError, resolve_group
+
+DEFAULT_SOCKET = "/run/ovsdp/ovsdp.sock"
+
+
+def default_socket_path() -> str:
+    """$OVSDP_SOCKET, else /run/ovsdp/ovsdp.sock."""
+    return os.environ.get("OVSDP_SOCKET") or DEFAULT_SOCKET
+
+
+@dataclass
+class ServiceConfig:
+    """How to run the service."""
+
+    socket_path: str
+    mode: int = 0o660
+    owner: int | str | None = None
+    group: int | str | None = None
+
+
+def build_device(config: ServiceConfig) -> Device:
+    """A device with every family of the service registered."""
+    return Device(admin_gid=resolve_group(config.group))
+
+
+async def run_service(
+    config: ServiceConfig, *, on_listening: Callable[[str], None] | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT, then close every connection and remove the socket."""
+    device = build_device(config)
+    directory = os.path.dirname(config.socket_path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    service = PseudoDevice(
+        device, config.socket_path, mode=config.mode, owner=config.owner, group=config.group
+    )
+    service.open()
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            if on_listening is not None:
+                on_listening(config.socket_path)
+            async for _signum in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+def serve_main(config: ServiceConfig) -> int:
+    """Run the service in the foreground; the exit status."""
+
+    def listening(path: str) -> None:
+        print(f"ovsdp: listening on {path} (pid {os.getpid()})", flush=True)
+
+    try:
+        trio.run(partial(run_service, config, on_listening=listening))
+    except ServiceError as exc:
+        print(f"ovsdp: {exc}", file=sys.stderr)
+        return 1
+    return 0
