@@ -359,6 +359,7 @@ class Device:
         """Process one request record: every message in it, in order; queue what they answer."""
         last_seq = 0
         conn._started_dump = False
+        markers = conn.txn_markers  # the setting when the record arrives decides
         try:
             for off, end, hdr in iter_frames(record):
                 last_seq = hdr[3]
@@ -371,7 +372,7 @@ class Device:
             conn.queue_reply(encode_error(-exc.errno, header, conn.pid, exc.reason, exc.offset))
             if len(header) >= NLMSG_HDRLEN:
                 last_seq = NLMSGHDR.unpack(header)[3]
-        if conn.txn_markers:
+        if markers:
             if conn._started_dump and conn._dump is not None:
                 conn._dump.marker_seq = last_seq
             else:
