@@ -89,6 +89,13 @@ class PayloadCodec:
         self.inline = inline
 
 
+def _bytes_value(value: Any) -> bytes:
+    """A raw payload: only bytes-like values (``bytes(5)`` would silently be five NULs)."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"{value!r} is not a byte string")
+    return bytes(value)
+
+
 def _swap16(value: int) -> int:
     return ((value & 0xFF) << 8) | (value >> 8)
 
@@ -122,12 +129,39 @@ def _fixed_struct_parts(con: Any) -> tuple[str, str]:
     return (orders.pop() if orders else "<"), "".join(fmt)
 
 
+def _byte_fields(con: Any) -> list[tuple[int | None, int]]:
+    """(index among the named values or None for a bare Bytes, length) of each Bytes(n)."""
+    if isinstance(con, cs.Renamed):
+        return _byte_fields(con.subcon)
+    if isinstance(con, cs.Bytes):
+        return [(None, con.length)]
+    if not isinstance(con, cs.Struct):
+        return []
+    named = [sub for sub in con.subcons if getattr(sub, "name", None)]
+    return [
+        (index, sub.subcon.length)
+        for index, sub in enumerate(named)
+        if isinstance(sub.subcon, cs.Bytes)
+    ]
+
+
+def _check_byte_lengths(checks: list[tuple[int | None, int]], where: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        for index, length in checks:
+            field = value if index is None else value[index]
+            if not isinstance(field, bytes | bytearray) or len(field) != length:
+                raise einval(f"{where}: {field!r} is not {length} bytes")
+
+    return check
+
+
 def _compile_fixed(con: Any, where: str) -> PayloadCodec:
     """A fixed-size payload: integer, byte string of fixed length, or a Struct of those."""
     order, fmt = _fixed_struct_parts(con)
     is_struct = isinstance(con, cs.Struct)
     if order == "mixed":
         return _compile_mixed_struct(con, where)
+    byte_fields = _byte_fields(con)
     st = struct.Struct(order + fmt)
     size = st.size
     unpack = st.unpack_from
@@ -164,7 +198,26 @@ def _compile_fixed(con: Any, where: str) -> PayloadCodec:
 
     def encode_attr(atype: int) -> tuple[Any, ...]:
         h_len, h_type = (_swap16(alen), _swap16(atype)) if big else (alen, atype)
+        if byte_fields:
+            # struct packs a byte string of the wrong length silently: check them first
+            check = _check_byte_lengths(byte_fields, where)
+
+            def checked(value: Any) -> bytes:
+                check(value)
+                if is_struct:
+                    return attr_pack(h_len, h_type, *value)
+                return attr_pack(h_len, h_type, value)
+
+            return (_E_CALL, checked, None, None, None)
         return (_E_STRUCT if is_struct else _E_SCALAR, attr_pack, h_len, h_type, attr_st.size)
+
+    if byte_fields:
+        check_payload = _check_byte_lengths(byte_fields, where)
+        unchecked = encode
+
+        def encode(value: Any) -> bytes:
+            check_payload(value)
+            return unchecked(value)
 
     inline = (_K_STRUCT, size, unpack, cls) if is_struct else (_K_SCALAR, size, unpack, None)
     return PayloadCodec(decode, encode, size, encode_attr, inline)
@@ -259,7 +312,7 @@ def _compile_payload(con: Any, where: str) -> PayloadCodec:
     if isinstance(con, Pad):
         return PayloadCodec(lambda buf, s, e, d: SKIP, lambda value: b"")
     if con is cs.GreedyBytes:
-        return PayloadCodec(lambda buf, s, e, d: bytes(buf[s:e]), bytes)
+        return PayloadCodec(lambda buf, s, e, d: bytes(buf[s:e]), _bytes_value)
     if isinstance(con, cs.GreedyRange):
         return _compile_array(con.subcon, where)
     return _compile_fixed(con, where)
@@ -298,6 +351,10 @@ def _nested_list_codec(con: NestedList, where: str) -> PayloadCodec:
         for index, element in enumerate(value):
             payload = sub.encode(element)
             alen = 4 + len(payload)
+            if alen > 0xFFFF:
+                raise NetlinkError(
+                    errno.EMSGSIZE, f"{where}: element of {len(payload)} bytes is too long"
+                )
             parts.append(_pack_hdr(alen, con.element_type(index)) + payload + _PAD[alen & 3])
         return b"".join(parts)
 
@@ -369,7 +426,7 @@ class FastSpace:
         parts: list[bytes] = []
         try:
             _encode_into(self, value, parts)
-        except (struct.error, TypeError, ValueError, OverflowError) as exc:
+        except (struct.error, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise einval(f"{self.name}: cannot encode: {exc}") from None
         return b"".join(parts)
 
@@ -393,7 +450,7 @@ def _encode_into(
         if spec is None:
             if not isinstance(key, int) or not 0 <= key <= NLA_TYPE_MASK:
                 raise einval(f"{space.name}: no attribute named {key!r}")
-            payload = bytes(val)
+            payload = _bytes_value(val)
             alen = 4 + len(payload)
             if alen > 0xFFFF:
                 raise NetlinkError(errno.EMSGSIZE, f"{space.name}: attribute {key} is too long")

@@ -171,10 +171,9 @@ def encode_genl(msg: GenlMessage, family: GenlFamily) -> bytes:
     body = family.codec.encode(msg.attrs)
     hdrsize = family.hdrsize
     if hdrsize == 4:
-        length = 24 + len(body)
         return (
             _NL_GENL_OVS.pack(
-                length,
+                24 + len(body),
                 msg.type,
                 msg.flags,
                 msg.seq,
@@ -185,12 +184,28 @@ def encode_genl(msg: GenlMessage, family: GenlFamily) -> bytes:
             )
             + body
         )
-    head = _NL_GENL.pack(0, msg.type, msg.flags, msg.seq, msg.pid, msg.cmd, msg.version)
-    fixed = b"" if hdrsize == 0 else bytes(msg.dp_ifindex or b"").ljust(hdrsize, b"\0")
+    if hdrsize == 0:
+        return (
+            _NL_GENL.pack(
+                20 + len(body), msg.type, msg.flags, msg.seq, msg.pid, msg.cmd, msg.version
+            )
+            + body
+        )
+    fixed = bytes(msg.dp_ifindex or b"").ljust(hdrsize, b"\0")
     if len(fixed) != hdrsize:
         raise einval(f"{family.name}: family header must be {hdrsize} bytes")
-    length = len(head) + hdrsize + len(body)
-    return struct.pack("=I", length) + head[4:] + fixed + body
+    length = 20 + hdrsize + len(body)
+    return (
+        _NL_GENL.pack(length, msg.type, msg.flags, msg.seq, msg.pid, msg.cmd, msg.version)
+        + fixed
+        + body
+    )
+
+
+def _ack_text(reason: str) -> str:
+    """An extended-ack message that always encodes: valid UTF-8, no NUL, at most 4000 bytes."""
+    raw = reason.encode("utf-8", "replace").replace(b"\0", b" ")[:4000]
+    return raw.decode("utf-8", "ignore")
 
 
 def encode_error(
@@ -215,7 +230,7 @@ def encode_error(
     if reason is not None or offset is not None:
         ack: dict[str, Any] = {}
         if reason is not None:
-            ack["msg"] = reason[:4000]
+            ack["msg"] = _ack_text(reason)
         if offset is not None:
             ack["offs"] = offset
         tlvs = CODECS["nlmsgerr"].encode(ack)
@@ -230,7 +245,7 @@ def encode_error(
 
 def encode_done(seq: int, pid: int, error: int = 0, reason: str | None = None) -> bytes:
     """NLMSG_DONE (NLM_F_MULTI) ending a dump, optionally with the error it stopped on."""
-    tlvs = CODECS["nlmsgerr"].encode({"msg": reason}) if reason else b""
+    tlvs = CODECS["nlmsgerr"].encode({"msg": _ack_text(reason)}) if reason else b""
     flags = NLM_F_MULTI | (NLM_F_ACK_TLVS if tlvs else 0)
     length = NLMSG_HDRLEN + 4 + len(tlvs)
     return NLMSGHDR.pack(length, NLMSG_DONE, flags, seq, pid) + _ERRNO.pack(error) + tlvs

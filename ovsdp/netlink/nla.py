@@ -32,6 +32,7 @@ round trip and the caller can see and judge it.
 from __future__ import annotations
 
 import errno
+import io
 import struct
 from collections import namedtuple
 from collections.abc import Mapping
@@ -162,7 +163,7 @@ class Masked(cs.Construct):
         if len(data) % 2:
             raise cs.ExplicitError("masked attribute of odd length")
         half = len(data) // 2
-        return (self.subcon.parse(data[:half]), self.subcon.parse(data[half:]))
+        return (parse_exact(self.subcon, data[:half]), parse_exact(self.subcon, data[half:]))
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
         value, mask = obj
@@ -217,7 +218,7 @@ class AttributeSpace(cs.Construct):
             if isinstance(subcon, Pad):
                 continue
             try:
-                value = subcon.parse(payload)
+                value = parse_exact(subcon, payload)
             except cs.ConstructError as exc:
                 raise einval(f"{self.space_name}.{name}: {exc}") from None
             items.append((name, to_plain(subcon, value)))
@@ -244,6 +245,16 @@ class AttributeSpace(cs.Construct):
 
 
 # -- helpers shared by the interpreted and the compiled codecs ---------------------------------
+
+
+def parse_exact(con: Any, data: bytes) -> Any:
+    """``con.parse(data)``, refusing bytes the construct leaves unread (as the fast codec does)."""
+    stream = io.BytesIO(data)
+    value = con.parse_stream(stream)
+    left = len(data) - stream.tell()
+    if left:
+        raise cs.ExplicitError(f"{left} trailing bytes after a {len(data) - left}-byte payload")
+    return value
 
 
 def iter_raw_attributes(data: bytes) -> list[tuple[int, bytes]]:

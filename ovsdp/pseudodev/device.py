@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,9 +39,8 @@ from ..netlink.message import (
     encode_error,
     encode_genl,
     encode_noop,
-    iter_frames,
 )
-from .registry import Family, Reply
+from .registry import Family
 
 DEFAULT_RXQ_LIMIT = 4 << 20
 """Bytes of unsolicited messages a connection may have queued in the service (dpif-netlink
@@ -51,6 +50,8 @@ DUMP_RECORD_BYTES = 32 << 10
 """A dump packs messages into records up to this size."""
 
 MAX_PID = 0xFFFFFFFF
+EINVAL = errno.EINVAL
+_unpack_nlhdr = NLMSGHDR.unpack_from
 
 # kinds of queued records
 _REPLY = 0
@@ -122,6 +123,33 @@ class Connection:
             return self.device._next_dump_record(self)
         return None
 
+    def drain(self, send: Callable[[bytes], object]) -> bool:
+        """Hand records to ``send`` until it raises BlockingIOError; True when nothing is left.
+
+        This is :meth:`pop_output` in a loop without a call per record (the flood path).  A
+        record ``send`` refused is kept for the next call.  Other exceptions propagate.
+        """
+        out = self._out
+        while True:
+            record = self._pushed_back
+            if record is not None:
+                self._pushed_back = None
+            elif out:
+                record, kind = out.popleft()
+                if kind == _UNSOLICITED:
+                    self.rxq_bytes -= len(record)
+                elif kind == _OVERRUN:
+                    self._overrun_pending = False
+            elif self._dump is not None:
+                record = self.device._next_dump_record(self)
+            else:
+                return True
+            try:
+                send(record)
+            except BlockingIOError:
+                self._pushed_back = record
+                return False
+
     def push_back(self, record: bytes) -> None:
         """Return a record :meth:`pop_output` gave out but the socket would not take."""
         self._pushed_back = record
@@ -148,26 +176,43 @@ class Connection:
         The first drop after the client last caught up queues one NLMSG_ERROR with ENOBUFS, as
         Linux reports a receive-buffer overrun, so the client knows it must resync.
         """
+        return self.queue_unsolicited_batch((record,)) == 1
+
+    def queue_unsolicited_batch(self, records: Sequence[bytes]) -> int:
+        """Queue several upcalls or events (an ingress batch's); returns how many fit."""
         if self.closed:
-            return False
-        size = len(record)
-        if self.rxq_bytes + size > self.rxq_limit:
-            self.rxq_dropped += 1
-            if not self._overrun_pending:
-                self._overrun_pending = True
-                overrun = encode_error(
-                    -errno.ENOBUFS,
-                    (NLMSG_HDRLEN, 0, 0, 0, self.pid),
-                    self.pid,
-                    "receive queue overrun: messages were dropped",
-                )
-                self._out.append((overrun, _OVERRUN))
-                self._notify()
-            return False
-        self.rxq_bytes += size
-        self._out.append((record, _UNSOLICITED))
-        self._notify()
-        return True
+            return 0
+        out = self._out
+        was_empty = not out
+        limit = self.rxq_limit
+        queued = self.rxq_bytes
+        taken = 0
+        for record in records:
+            size = len(record)
+            if queued + size > limit:
+                self._dropped()
+                continue
+            queued += size
+            out.append((record, _UNSOLICITED))
+            taken += 1
+        self.rxq_bytes = queued
+        if was_empty and out:
+            # The I/O shell's writer sleeps only when there is nothing to send, so it needs
+            # waking only when the queue stops being empty.
+            self._notify()
+        return taken
+
+    def _dropped(self) -> None:
+        self.rxq_dropped += 1
+        if not self._overrun_pending:
+            self._overrun_pending = True
+            overrun = encode_error(
+                -errno.ENOBUFS,
+                (NLMSG_HDRLEN, 0, 0, 0, self.pid),
+                self.pid,
+                "receive queue overrun: messages were dropped",
+            )
+            self._out.append((overrun, _OVERRUN))
 
     def _notify(self) -> None:
         if self.on_output is not None:
@@ -341,6 +386,13 @@ class Device:
             return False
         return conn.queue_unsolicited(record)
 
+    def unicast_batch(self, pid: int, records: Sequence[bytes]) -> int:
+        """Queue several records for one socket; returns how many it took."""
+        conn = self.connections.get(pid)
+        if conn is None:
+            return 0
+        return conn.queue_unsolicited_batch(records)
+
     def multicast(self, group_id: int, record: bytes, exclude_pid: int | None = None) -> int:
         """Queue a record for every member of a group; returns how many took it."""
         delivered = 0
@@ -360,23 +412,46 @@ class Device:
         last_seq = 0
         conn._started_dump = False
         markers = conn.txn_markers  # the setting when the record arrives decides
-        try:
-            for off, end, hdr in iter_frames(record):
+        off = 0
+        size = len(record)
+        # Framing inline (this runs for every request): iter_frames' checks, without a generator.
+        while off < size:
+            left = size - off
+            if left < NLMSG_HDRLEN:
+                self._framing_error(
+                    conn,
+                    record,
+                    off,
+                    errno.EINVAL,
+                    f"truncated netlink header: {left} bytes at offset {off}",
+                )
+                break
+            hdr = _unpack_nlhdr(record, off)
+            length = hdr[0]
+            if length < NLMSG_HDRLEN or length > left:
+                if length < NLMSG_HDRLEN:
+                    why, code = f"nlmsg_len {length} is shorter than the netlink header", EINVAL
+                else:
+                    why = f"nlmsg_len {length} runs past the end of the record ({left} bytes left)"
+                    code = errno.EMSGSIZE
                 last_seq = hdr[3]
-                self._handle_message(conn, record, off, end, hdr)
-        except NetlinkError as exc:
-            # A framing error: the rest of the record cannot be delimited.  Echo whatever
-            # header bytes there are (zero-filled) so the client can see what was refused.
-            at = exc.offset or 0
-            header = bytes(record[at : at + NLMSG_HDRLEN]).ljust(NLMSG_HDRLEN, b"\0")
-            conn.queue_reply(encode_error(-exc.errno, header, conn.pid, exc.reason, exc.offset))
-            if len(header) >= NLMSG_HDRLEN:
-                last_seq = NLMSGHDR.unpack(header)[3]
+                self._framing_error(conn, record, off, code, why)
+                break
+            last_seq = hdr[3]
+            self._handle_message(conn, record, off, off + length, hdr)
+            off += (length + 3) & ~3
         if markers:
             if conn._started_dump and conn._dump is not None:
                 conn._dump.marker_seq = last_seq
             else:
                 conn.queue_reply(encode_noop(last_seq, conn.pid))
+
+    @staticmethod
+    def _framing_error(conn: Connection, record: Any, at: int, code: int, reason: str) -> None:
+        # The rest of the record cannot be delimited.  Echo whatever header bytes there are
+        # (zero-filled) so the client can see what was refused.
+        header = bytes(record[at : at + NLMSG_HDRLEN]).ljust(NLMSG_HDRLEN, b"\0")
+        conn.queue_reply(encode_error(-code, header, conn.pid, reason, at))
 
     def _handle_message(
         self, conn: Connection, record: Any, off: int, end: int, hdr: tuple[int, int, int, int, int]
@@ -392,7 +467,7 @@ class Device:
             family = self.families.get(mtype)
             if family is None:
                 raise NetlinkError(errno.ENOENT, f"no generic netlink family with id {mtype}")
-            msg = decode_genl(record, off, end, hdr, family.genl)
+            msg = decode_genl(record, off, end, hdr, family.codec_family)
             command = family.commands.get(msg.cmd)
             if command is None:
                 raise NetlinkError(errno.EOPNOTSUPP, f"{family.name}: no command {msg.cmd}")
@@ -417,13 +492,14 @@ class Device:
                 raise NetlinkError(
                     errno.EOPNOTSUPP, f"{family.name} {command.name} needs NLM_F_DUMP"
                 )
-            for name in command.required:
-                if name not in msg.attrs:
-                    raise einval(f"{family.name} {command.name}: missing attribute {name}")
+            if command.required:
+                for name in command.required:
+                    if name not in msg.attrs:
+                        raise einval(f"{family.name} {command.name}: missing attribute {name}")
             request = Request(self, conn, family, msg, command.name)
             replies = command.do(request)
-            if replies is not None and (command.reply is Reply.ALWAYS or flags & NLM_F_ECHO):
-                genl = family.genl
+            if replies and (command.always_replies or flags & NLM_F_ECHO):
+                genl = family.codec_family
                 for reply in replies:
                     reply.type = family.id
                     reply.seq = msg.seq

@@ -54,6 +54,11 @@ class Command:
     reply: Reply = Reply.ALWAYS
 
     @property
+    def always_replies(self) -> bool:
+        """Whether a successful transaction is answered even without NLM_F_ECHO."""
+        return self.reply is Reply.ALWAYS
+
+    @property
     def ops(self) -> Ops:
         ops = Ops(0)
         if self.do is not None:
@@ -78,7 +83,7 @@ class Family:
     mcast_groups: tuple[str, ...] = ()
     id: int = 0
     group_ids: dict[str, int] = field(default_factory=dict)
-    codec_family: GenlFamily | None = None
+    codec_family: GenlFamily = field(init=False)
 
     def __post_init__(self) -> None:
         if self.space not in CODECS:
@@ -103,7 +108,7 @@ class Family:
 
     @property
     def genl(self) -> GenlFamily:
-        assert self.codec_family is not None
+        """What the codec needs of this family (name, version, hdrsize, space, groups)."""
         return self.codec_family
 
     @property

@@ -14,6 +14,7 @@ import errno
 import grp
 import os
 import pwd
+import select
 import socket
 import stat
 import struct
@@ -100,6 +101,13 @@ def _clear_stale_socket(path: str) -> None:
     raise ServiceError(f"another service is listening on {path}")
 
 
+def _peer_closed(sock: socket.socket) -> bool:
+    """Whether the peer has shut down (recv returns 0 both at EOF and for an empty record)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLRDHUP)
+    return bool(poller.poll(0))
+
+
 class _ConnectionIO:
     """Moves records between one client socket and its Connection."""
 
@@ -120,57 +128,53 @@ class _ConnectionIO:
 
     def flush(self) -> bool:
         """Send until the socket is full or nothing is left; True when nothing is left."""
-        conn = self.conn
-        send = self.sock.send
-        while True:
-            record = conn.pop_output()
-            if record is None:
-                if self.drained_lot:
-                    self.drained_lot.unpark_all()
-                return True
-            if not record:
-                continue
-            try:
-                send(record)
-            except BlockingIOError:
-                conn.push_back(record)
-                return False
-            except OSError:
-                self.broken = True  # the peer is gone: the reader sees EOF and cleans up
-                return True
+        try:
+            done = self.conn.drain(self.sock.send)
+        except OSError:
+            self.broken = True  # the peer is gone: the reader sees EOF and cleans up
+            return True
+        if done and self.drained_lot:
+            self.drained_lot.unpark_all()
+        return done
 
     async def reader(self) -> None:
         """Receive request records until the client goes away."""
         sock = self.sock
-        device = self.device
+        handle = self.device.handle_record
         conn = self.conn
         buffer = self.buffer
         view = memoryview(buffer)
-        recvmsg_into = sock.recvmsg_into
+        recv_into = sock.recv_into
+        flush = self.flush
         while not self.broken:
             await trio.lowlevel.wait_readable(sock)
             for _ in range(BATCH):
                 try:
-                    nbytes, _anc, flags, _addr = recvmsg_into([buffer])
+                    # MSG_TRUNC: a SEQPACKET receive reports the record's real length
+                    nbytes = recv_into(buffer, 0, socket.MSG_TRUNC)
                 except BlockingIOError:
                     break
                 except OSError:
                     return
-                if nbytes == 0:
-                    return  # EOF: SEQPACKET has no empty records, so this is the peer closing
-                if flags & socket.MSG_TRUNC:
-                    header = bytes(view[:16]).ljust(16, b"\0")
+                if nbytes == 0 and _peer_closed(sock):
+                    return  # EOF (an empty record from a live peer is a datagram with no messages)
+                if nbytes > MAX_RECORD:
+                    header = bytes(view[:16])
                     conn.queue_reply(
                         encode_error(
-                            -errno.EMSGSIZE, header, conn.pid, f"record exceeds {MAX_RECORD} bytes"
+                            -errno.EMSGSIZE,
+                            header,
+                            conn.pid,
+                            f"record of {nbytes} bytes exceeds {MAX_RECORD}",
                         )
                     )
-                    continue
-                device.handle_record(conn, bytes(view[:nbytes]))
-                if conn.queued_replies > MAX_QUEUED_REPLIES:
-                    break
-            if not self.flush():
-                self.wake()  # the socket is full: the writer waits for room
+                else:
+                    handle(conn, bytes(view[:nbytes]))
+                # Answer at once, as an echo server would: latency is the client's wait.
+                if not flush():
+                    self.wake()  # the socket is full: the writer waits for room
+                    if conn.queued_replies > MAX_QUEUED_REPLIES:
+                        break
             while conn.queued_replies > MAX_QUEUED_REPLIES and not self.broken:
                 self.wake()
                 await self.drained_lot.park()
