@@ -14,11 +14,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .daemon import ServiceConfig, serve_main
+    from .daemon import ServiceConfig, load_switch_config, serve_main
+    from .vswitch.config import ConfigError
 
+    try:
+        switch = load_switch_config(args.config)
+    except ConfigError as exc:
+        print(f"ovsdp: {exc}", file=sys.stderr)
+        return 1
     return serve_main(
-        ServiceConfig(args.socket, mode=args.mode, owner=args.owner, group=args.group)
+        ServiceConfig(
+            args.socket, mode=args.mode, owner=args.owner, group=args.group, switch=switch
+        )
     )
+
+
+def _cmd_vswitch(args: argparse.Namespace) -> int:
+    from userspace.vswitchctl import run
+
+    return run(args)
 
 
 def _mode(text: str) -> int:
@@ -51,7 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--group",
         help="socket file group (name or gid); its members may change state, as root may",
     )
+    serve.add_argument(
+        "--config", help="TOML file declaring the switch's ports (default: the embedded switch)"
+    )
     serve.set_defaults(func=_cmd_serve)
+
+    from userspace.vswitchctl import add_arguments
+
+    vswitch = sub.add_parser("vswitch", help="manage the emulated Hyper-V switch")
+    vswitch.add_argument(
+        "--socket",
+        default=default_socket_path(),
+        help="socket path (default: $OVSDP_SOCKET or /run/ovsdp/ovsdp.sock)",
+    )
+    add_arguments(vswitch)
+    vswitch.set_defaults(func=_cmd_vswitch)
     return parser
 
 

@@ -11,8 +11,14 @@ from functools import partial
 
 import trio
 
+from .datapath.dp_family import DatapathFamily
+from .datapath.extension import OvsExtension
+from .datapath.vport_family import VportFamily
 from .pseudodev.device import Device
 from .pseudodev.server import PseudoDevice, ServiceError, resolve_group
+from .vswitch.config import DEFAULT_CONFIG, ConfigError, SwitchConfig, build_switch, parse_config
+from .vswitch.family import VSwitchFamily
+from .vswitch.switch import VSwitch
 
 DEFAULT_SOCKET = "/run/ovsdp/ovsdp.sock"
 
@@ -30,11 +36,48 @@ class ServiceConfig:
     mode: int = 0o660
     owner: int | str | None = None
     group: int | str | None = None
+    switch: SwitchConfig | None = None  # None: the embedded default
+
+
+def load_switch_config(path: str | None) -> SwitchConfig:
+    """The switch configuration from a TOML file, or the embedded default."""
+    if path is None:
+        return parse_config(DEFAULT_CONFIG, "<embedded default>")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    return parse_config(text, path)
+
+
+@dataclass
+class Service:
+    """Everything the service is made of, sans I/O."""
+
+    device: Device
+    switch: VSwitch
+    extension: OvsExtension
+
+
+def build_service(config: ServiceConfig) -> Service:
+    """The switch, the extension and the device with every family registered.
+
+    Registration order gives the families the ids of the Windows datapath: ovsdp_control 0x11,
+    ovs_datapath 0x12, ovs_vport next; the management family after them.
+    """
+    device = Device(admin_gid=resolve_group(config.group))
+    switch = build_switch(config.switch or load_switch_config(None))
+    extension = OvsExtension(switch)
+    DatapathFamily(extension).register(device)
+    VportFamily(extension).register(device)
+    VSwitchFamily(switch).register(device)
+    return Service(device, switch, extension)
 
 
 def build_device(config: ServiceConfig) -> Device:
     """A device with every family of the service registered."""
-    return Device(admin_gid=resolve_group(config.group))
+    return build_service(config).device
 
 
 async def run_service(
@@ -67,7 +110,7 @@ def serve_main(config: ServiceConfig) -> int:
 
     try:
         trio.run(partial(run_service, config, on_listening=listening))
-    except ServiceError as exc:
+    except (ServiceError, ConfigError) as exc:
         print(f"ovsdp: {exc}", file=sys.stderr)
         return 1
     return 0

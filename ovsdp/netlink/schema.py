@@ -511,3 +511,30 @@ ovsdp_control = AttributeSpace(
         10: "mcast_groups" / GreedyRange(Int32ul),
     },
 )
+
+# --- the emulated switch's management family ---------------------------------------------------
+
+ovsdp_vswitch = AttributeSpace(
+    "ovsdp_vswitch",
+    {
+        1: "name" / NulString(48),
+        2: "port_type" / Int32ul,
+        3: "port_id" / Int32ul,
+        4: "mac" / Bytes(6),
+        5: "mtu" / Int32ul,
+        6: "new_name" / NulString(48),
+        7: "connected" / Int8ub,
+        8: "link_up" / Int8ub,
+        9: "ifindex" / Int32ul,
+        10: "datapath" / NulString(IFNAME_MAX),
+        11: "port_no" / Int32ul,
+        12: "frame" / GreedyBytes,
+        13: "rx_frames" / Int64ul,
+        14: "rx_dropped" / Int64ul,
+        15: "tx_frames" / Int64ul,
+        16: "backend" / NulString(15),
+        17: "ipv4_address" / Int32ub,
+        18: "ipv4_prefix" / Int8ub,
+        19: "count" / Int32ul,
+    },
+)

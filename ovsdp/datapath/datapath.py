@@ -1,0 +1,100 @@
+"""One datapath: its name and ifindex, features, upcall PIDs, vports, flows, statistics."""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+
+from ..netlink.constants import OVS_DP_F_KNOWN, DpFeature, VportType
+from ..netlink.errors import NetlinkError, einval
+from ..ports.table import VportTable
+from ..ports.vport import Vport
+
+MASKS_CACHE_DEFAULT = 256
+MASKS_CACHE_MAX = 1 << 16
+
+SUPPORTED_FEATURES = DpFeature.UNALIGNED | DpFeature.VPORT_PIDS | DpFeature.DISPATCH_UPCALL_PER_CPU
+"""TC_RECIRC_SHARING needs tc offload, which ovsdp does not have: EOPNOTSUPP, as on a kernel
+without TC skb extensions."""
+
+
+@dataclass
+class DatapathStats:
+    """What ovs_dp_stats and ovs_dp_megaflow_stats report (n_flows comes from the table)."""
+
+    n_hit: int = 0
+    n_missed: int = 0
+    n_lost: int = 0
+    n_mask_hit: int = 0
+    n_cache_hit: int = 0
+
+
+def check_features(features: int) -> None:
+    """Unknown bits and unsupported ones are refused with EOPNOTSUPP (current kernels)."""
+    unknown = features & ~OVS_DP_F_KNOWN
+    if unknown:
+        raise NetlinkError(errno.EOPNOTSUPP, f"unknown datapath feature bits {unknown:#x}")
+    unsupported = features & ~int(SUPPORTED_FEATURES)
+    if unsupported:
+        raise NetlinkError(
+            errno.EOPNOTSUPP, f"datapath features {unsupported:#x} are not supported (no tc)"
+        )
+
+
+def check_masks_cache_size(size: int) -> None:
+    """0 (off) or a power of two up to 65536, as the kernel's range check allows."""
+    if size and (size & (size - 1) or size > MASKS_CACHE_MAX):
+        raise einval(f"masks cache size {size} is not 0 or a power of two up to {MASKS_CACHE_MAX}")
+
+
+@dataclass(eq=False)
+class Datapath:
+    """A datapath and everything it owns."""
+
+    name: str
+    ifindex: int
+    upcall_pid: int = 0
+    user_features: int = 0
+    masks_cache_size: int = MASKS_CACHE_DEFAULT
+    per_cpu_pids: tuple[int, ...] = ()
+    vports: VportTable = field(default_factory=VportTable)
+    stats: DatapathStats = field(default_factory=DatapathStats)
+
+    def __post_init__(self) -> None:
+        local = Vport(0, self.name, VportType.INTERNAL, (self.upcall_pid,), ifindex=self.ifindex)
+        self.vports.add_local(local)
+
+    @property
+    def local(self) -> Vport:
+        """Port 0, the datapath's own internal port."""
+        vport = self.vports.get(0)
+        assert vport is not None
+        return vport
+
+    @property
+    def per_cpu_dispatch(self) -> bool:
+        return bool(self.user_features & DpFeature.DISPATCH_UPCALL_PER_CPU)
+
+    @property
+    def vport_pids(self) -> bool:
+        return bool(self.user_features & DpFeature.VPORT_PIDS)
+
+    @property
+    def n_flows(self) -> int:
+        flows = getattr(self, "flows", None)
+        return len(flows) if flows is not None else 0
+
+    @property
+    def n_masks(self) -> int:
+        flows = getattr(self, "flows", None)
+        return flows.n_masks if flows is not None else 0
+
+    def miss_pid(self, in_port: Vport | None, flow_hash: int) -> int:
+        """Where a miss goes: a per-CPU PID (ovsdp's "CPU" is the packet's hash, as RSS would
+        spread it) or the in-port's PID(s); 0 means nowhere (the upcall is lost)."""
+        if self.per_cpu_dispatch:
+            pids = self.per_cpu_pids
+            return pids[flow_hash % len(pids)] if pids else 0
+        if in_port is None:
+            return 0
+        return in_port.upcall_pid(flow_hash)
