@@ -179,7 +179,7 @@ class OvsExtension:
             )
         if vport_type_for(port) is not vtype:
             raise einval(
-                f"switch port {name} is a {port.type.label} port: add it as "
+                f"switch port {name} has type {port.type.label}: add it as "
                 f"{vport_type_for(port).name.lower()}, not {vtype.name.lower()}"
             )
         if port.binding is not None:
