@@ -338,14 +338,17 @@ class OvsExtension:
 
     # -- the data hooks (the packet path: ovsdp/datapath/ingress.py) -----------------------------
 
-    def ingress_send(self, port: SwitchPort, packets: list[Packet]) -> None:
-        """A batch from a switch port.  Without a flow table every packet is dropped here and
+    def ingress_send(self, port: SwitchPort, frames: list[bytes]) -> None:
+        """A batch from a switch port.  Without a flow table every frame is dropped here and
         completed back to the switch at once."""
-        self.switch.complete(packets)
+        self.switch.complete(len(frames))
 
     def send_complete(self, packets: list[Packet]) -> None:
-        """Release the extension's own packets; hand the switch's back."""
-        self.switch.complete([p for p in packets if p.context is None])
+        """Release the extension's own packets."""
+
+    def forward_complete(self, count: int) -> None:
+        """Switch frames forwarded unchanged pass straight back to the switch."""
+        self.switch.complete(count)
 
     def egress_receive(self, packets: list[Packet]) -> list[Packet]:
         """The egress path is pass-through (as in ovsext)."""

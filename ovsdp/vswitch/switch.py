@@ -71,13 +71,15 @@ class PortType(enum.IntEnum):
 
 
 class Packet:
-    """One frame on its way through the switch (the role of an NDIS NET_BUFFER_LIST).
+    """A packet the extension created (a clone, a modified copy, an encapsulation, an
+    execute): the role of an NBL the Windows extension allocated.
 
-    ``source`` is the port it came from; ``dests`` the ports the extension forwards it to;
-    ``context`` is None for a packet the switch owns (it came from a NIC and must be completed
-    back to it) and the extension's completion context for a packet the extension created
-    (a clone, an encapsulation, an execute); the switch returns both kinds through the
-    extension's send-completion hook.
+    ``dests`` are the ports it goes to; ``context`` is the extension's completion context (for
+    example the reference it holds on the frame it was cloned from), handed back through the
+    extension's send-completion hook once the switch has delivered the packet.
+
+    Frames that came from a NIC are not wrapped: the switch hands them to the extension as a
+    batch of bytes (an NBL chain) and counts them until the extension completes them.
     """
 
     __slots__ = ("context", "data", "dests", "source")
@@ -149,13 +151,15 @@ class SwitchExtension(Protocol):
     def nic_connected(self, port: SwitchPort) -> None: ...
     def nic_disconnected(self, port: SwitchPort) -> None: ...
     def nic_updated(self, port: SwitchPort, changes: dict[str, object]) -> None: ...
-    def ingress_send(self, port: SwitchPort, packets: list[Packet]) -> None:
-        """A batch from ``port``: forward (:meth:`VSwitch.send`) or drop
-        (:meth:`VSwitch.complete`) every packet, now or later."""
+    def ingress_send(self, port: SwitchPort, frames: list[bytes]) -> None:
+        """A batch from ``port``: each frame is eventually forwarded as it is
+        (:meth:`VSwitch.forward`) or dropped, and completed (:meth:`VSwitch.complete`)."""
 
     def send_complete(self, packets: list[Packet]) -> None:
-        """Packets :meth:`VSwitch.send` delivered: free the extension's own, and hand the
-        switch's back with :meth:`VSwitch.complete`."""
+        """Packets of the extension's own that :meth:`VSwitch.send` delivered: release them."""
+
+    def forward_complete(self, count: int) -> None:
+        """Switch frames :meth:`VSwitch.forward` delivered: complete them to the switch."""
 
     def egress_receive(self, packets: list[Packet]) -> list[Packet]:
         """The egress path, before delivery (ovsext: pass-through)."""
@@ -383,7 +387,7 @@ class VSwitch:
         """Packets handed to the extension and not completed yet (0 once traffic stops)."""
         return self._outstanding
 
-    def receive(self, port: SwitchPort, frames: Sequence[bytes]) -> None:
+    def receive(self, port: SwitchPort, frames: list[bytes]) -> None:
         """Frames a NIC received (from its VM, the host or the wire): the ingress send path."""
         if not port.operational:
             port.rx_dropped += len(frames)
@@ -394,13 +398,28 @@ class VSwitch:
         if extension is None:
             self.stats.dropped_no_extension += len(frames)
             return
-        packets = [Packet(frame, port) for frame in frames]
-        self._outstanding += len(packets)
-        extension.ingress_send(port, packets)
+        self._outstanding += len(frames)
+        extension.ingress_send(port, frames)
+
+    def _deliver(self, port: SwitchPort, frames: list[bytes]) -> None:
+        backend = port.nic.backend
+        if not port.operational or backend is None:
+            self.stats.dropped_down += len(frames)
+            return
+        backend.transmit(frames)
+        self.stats.delivered += len(frames)
+
+    def forward(self, port: SwitchPort, frames: list[bytes]) -> None:
+        """The extension forwards switch frames, unchanged, to one port: delivery, then the
+        send-completion hook hands them back (``forward_complete``)."""
+        extension = self.extension
+        assert extension is not None, "only an attached extension forwards"
+        self._deliver(port, frames)
+        extension.forward_complete(len(frames))
 
     def send(self, packets: list[Packet]) -> None:
-        """The extension forwards packets to their ``dests``: egress, delivery to the NICs,
-        then send completion back to the extension (synchronously, as every send completes)."""
+        """The extension sends packets it created to their ``dests``: egress, delivery, then
+        send completion back to the extension (synchronously, as every send completes)."""
         extension = self.extension
         assert extension is not None, "only an attached extension sends"
         delivered = extension.egress_receive(packets)
@@ -413,18 +432,13 @@ class VSwitch:
                 else:
                     entry[1].append(packet.data)
         for port, frames in by_port.values():
-            backend = port.nic.backend
-            if not port.operational or backend is None:
-                self.stats.dropped_down += len(frames)
-                continue
-            backend.transmit(frames)
-            self.stats.delivered += len(frames)
+            self._deliver(port, frames)
         extension.egress_complete(delivered)
         extension.send_complete(packets)
 
-    def complete(self, packets: Sequence[Packet]) -> None:
-        """The extension is done with packets the switch gave it (sent or dropped)."""
-        self._outstanding -= len(packets)
+    def complete(self, count: int) -> None:
+        """The extension is done with ``count`` frames the switch gave it (sent or dropped)."""
+        self._outstanding -= count
 
     def ports_sorted(self) -> list[SwitchPort]:
         """Ports in creation order."""
