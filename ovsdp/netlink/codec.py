@@ -149,10 +149,42 @@ def _check_byte_lengths(checks: list[tuple[int | None, int]], where: str) -> Cal
     def check(value: Any) -> None:
         for index, length in checks:
             field = value if index is None else value[index]
-            if not isinstance(field, bytes | bytearray) or len(field) != length:
+            if len(field) != length:
                 raise einval(f"{where}: {field!r} is not {length} bytes")
 
     return check
+
+
+def _checked_attr_encoder(
+    pack: Any, h_len: int, h_type: int, checks: list[tuple[int | None, int]], where: str
+) -> Encoder:
+    """Header + payload in one pack, after checking the byte strings' lengths (a hot path for
+    ethernet keys: the common shapes are spelled out; len() of a non-string raises TypeError)."""
+    if checks[0][0] is None:
+        (_, n) = checks[0]
+
+        def bare(value: Any) -> bytes:
+            if len(value) != n:
+                raise einval(f"{where}: {value!r} is not {n} bytes")
+            return pack(h_len, h_type, value)
+
+        return bare
+    if len(checks) == 2:
+        (i, n), (j, m) = checks
+
+        def two(value: Any) -> bytes:
+            if len(value[i]) != n or len(value[j]) != m:
+                raise einval(f"{where}: a byte string of {value!r} has the wrong length")
+            return pack(h_len, h_type, *value)
+
+        return two
+    check = _check_byte_lengths(checks, where)
+
+    def other(value: Any) -> bytes:
+        check(value)
+        return pack(h_len, h_type, *value)
+
+    return other
 
 
 def _compile_fixed(con: Any, where: str) -> PayloadCodec:
@@ -200,14 +232,7 @@ def _compile_fixed(con: Any, where: str) -> PayloadCodec:
         h_len, h_type = (_swap16(alen), _swap16(atype)) if big else (alen, atype)
         if byte_fields:
             # struct packs a byte string of the wrong length silently: check them first
-            check = _check_byte_lengths(byte_fields, where)
-
-            def checked(value: Any) -> bytes:
-                check(value)
-                if is_struct:
-                    return attr_pack(h_len, h_type, *value)
-                return attr_pack(h_len, h_type, value)
-
+            checked = _checked_attr_encoder(attr_pack, h_len, h_type, byte_fields, where)
             return (_E_CALL, checked, None, None, None)
         return (_E_STRUCT if is_struct else _E_SCALAR, attr_pack, h_len, h_type, attr_st.size)
 
@@ -381,6 +406,10 @@ def _masked_codec(inner_con: Any, where: str) -> PayloadCodec:
     return PayloadCodec(decode, encode, size)
 
 
+# what a value of the wrong type or shape raises somewhere inside an encoder
+_BAD_VALUE = (struct.error, TypeError, ValueError, OverflowError, AttributeError, LookupError)
+
+
 class FastSpace:
     """The compiled codec of one :class:`~ovsdp.netlink.nla.AttributeSpace`."""
 
@@ -417,16 +446,22 @@ class FastSpace:
         try:
             return _decode_attrs(self, buf, start, end, depth)
         except struct.error:
-            # only unpacking a header that runs past the end can fail this way
-            off = _last_header_offset(buf, start, end)
-            raise einval(f"{self.name}: truncated attribute header", off) from None
+            # Only reading a header that runs past the end of ``buf`` fails this way.  Decode
+            # again with zeros behind the end: that header then fails the length check, which
+            # knows its offset however deep in the nests it is.
+            padded = bytes(buf[:end]).ljust(end + 4, b"\0")
+            try:
+                _decode_attrs(self, padded, start, end, depth)
+            except NetlinkError as exc:
+                raise einval(f"{self.name}: truncated attribute header", exc.offset) from None
+            raise einval(f"{self.name}: truncated attribute header", start) from None
 
     def encode(self, value: Any) -> bytes:
         """Encode a dict (or a list of ``(name, value)`` for a seq space) to attribute bytes."""
         parts: list[bytes] = []
         try:
             _encode_into(self, value, parts)
-        except (struct.error, TypeError, ValueError, OverflowError, AttributeError) as exc:
+        except _BAD_VALUE as exc:
             raise einval(f"{self.name}: cannot encode: {exc}") from None
         return b"".join(parts)
 
@@ -552,15 +587,6 @@ def _bad_length(space: FastSpace, off: int, alen: int, end: int) -> NetlinkError
 
 def _bad_size(space: FastSpace, key: str, size: int, alen: int, off: int) -> NetlinkError:
     return einval(f"{space.name}.{key}: expected {size} bytes, got {alen - 4}", off)
-
-
-def _last_header_offset(buf: Any, off: int, end: int) -> int:
-    while end - off >= 4:
-        alen = _unpack_hdr(buf, off)[0]
-        if alen < 4:
-            break
-        off += (alen + 3) & ~3
-    return off
 
 
 def _generic_attr_encoder(atype: int, encode: Encoder, space: str, fname: str) -> Encoder:
