@@ -17,6 +17,7 @@ from typing import Any
 import trio
 from construct import GreedyBytes, Int32ul
 
+from ovsdp.netlink.codec import compile_new_spaces
 from ovsdp.netlink.errors import NetlinkError
 from ovsdp.netlink.message import GenlFamily, GenlMessage, encode_genl
 from ovsdp.netlink.nla import SPACES, AttributeSpace, NulString
@@ -46,6 +47,7 @@ if "ovsdp_test" not in SPACES:
             5: "pid" / Int32ul,
         },
     )
+    compile_new_spaces()  # TEST_CODEC must work in a client that never builds a Device
 
 
 class TestFamily:
@@ -117,9 +119,14 @@ class TestFamily:
             yield request.reply(CMD_GET, dict(obj))
 
     def _count(self, request: Request) -> Iterator[GenlMessage]:
+        # Not a generator itself: the device calls this when the dump starts, so a bad request
+        # is refused there with an NLMSG_ERROR (the device checks ``required`` only for
+        # transactions; a KeyError raised while the dump runs would take the service down).
+        if "count" not in request.attrs:
+            raise NetlinkError(errno.EINVAL, "COUNT needs the count attribute")
+        count = request.attrs["count"]
         payload = request.attrs.get("payload", b"")
-        for i in range(request.attrs["count"]):
-            yield request.reply(CMD_COUNT, {"id": i, "payload": payload})
+        return (request.reply(CMD_COUNT, {"id": i, "payload": payload}) for i in range(count))
 
     def _send(self, request: Request) -> list[GenlMessage]:
         """Send ``count`` unsolicited messages: to ``pid`` if given, else to the group."""

@@ -288,6 +288,7 @@ class Device:
         self.group_names: dict[int, tuple[str, str]] = {}  # id -> (family, group)
         self.connections: dict[int, Connection] = {}  # by PID
         self._next_pid = 1
+        self._claimed_ahead: set[int] = set()  # PIDs claimed beyond the counter: never handed out
         self._next_family_id = GENL_ID_CTRL + 1
         self._next_group_id = GENL_ID_CTRL + 1
         # imported here: these modules register families into a device
@@ -332,7 +333,9 @@ class Device:
 
     def connect(self, creds: Credentials) -> Connection:
         """A new netlink socket instance with a fresh PID (a counter, never reused)."""
-        while self._next_pid in self.connections:  # skip PIDs a client claimed
+        # skip PIDs a client claimed, held now or not (a PID is never handed out twice)
+        while self._next_pid in self.connections or self._next_pid in self._claimed_ahead:
+            self._claimed_ahead.discard(self._next_pid)
             self._next_pid += 1
         pid = self._next_pid
         self._next_pid += 1
@@ -360,6 +363,8 @@ class Device:
         del self.connections[conn.pid]
         conn.pid = pid
         self.connections[pid] = conn
+        if pid >= self._next_pid:
+            self._claimed_ahead.add(pid)
 
     def join(self, conn: Connection, group_id: int) -> None:
         """Add a connection to a multicast group (EINVAL for an unknown group)."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from ..netlink.message import encode_error
+from ..netlink.message import encode_error, encode_noop
 from .device import Connection, Credentials, Device
 
 BATCH = 64
@@ -48,7 +48,8 @@ def peer_credentials(sock: socket.socket) -> Credentials:
     pid, uid, gid = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     groups: tuple[int, ...] = ()
     try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 1024)
+        # 1024 is the most Python's getsockopt accepts (256 groups); more raises ERANGE
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)
         groups = struct.unpack(f"{len(raw) // 4}I", raw)
     except OSError:
         pass  # an old kernel: the primary group still counts
@@ -168,6 +169,9 @@ class _ConnectionIO:
                             f"record of {nbytes} bytes exceeds {MAX_RECORD}",
                         )
                     )
+                    if conn.txn_markers:  # a refused record is a record: it gets its marker
+                        seq = struct.unpack_from("=I", header, 8)[0]
+                        conn.queue_reply(encode_noop(seq, conn.pid))
                 else:
                     handle(conn, bytes(view[:nbytes]))
                 # Answer at once, as an echo server would: latency is the client's wait.
