@@ -1137,3 +1137,70 @@ def test_any_record_gets_well_formed_answers_and_the_connection_goes_on(
     assert out is not None
     (echo,) = client.decode(out)
     assert isinstance(echo, GenlMessage) and echo.seq == 0xABC and echo.attrs == {"id": 5}
+
+
+def test_enobufs_rearms_only_once_the_client_has_read_it() -> None:
+    """docs/pseudodev.md §9: one ENOBUFS per overrun; the next only after the client read it."""
+    device, _test = make_device(rxq_limit=4096)
+    conn = device.connect(Credentials())
+    unread = [0]
+    conn.peer_unread = lambda: unread[0]
+    record = b"x" * 3000
+
+    def overruns_queued() -> int:
+        out = []
+        while (rec := conn.pop_output()) is not None:
+            out.append(rec)
+        return sum(1 for rec in out if rec[4:6] == b"\x02\x00")  # NLMSG_ERROR
+
+    assert conn.queue_unsolicited(record) and not conn.queue_unsolicited(record)
+    unread[0] = 1234  # the ENOBUFS (and more) went out and sit unread in the socket
+    assert overruns_queued() == 1
+    assert not conn.queue_unsolicited(record * 2)  # another drop while it is unread
+    assert overruns_queued() == 0
+    unread[0] = 0  # the client read everything, the ENOBUFS included
+    assert not conn.queue_unsolicited(record * 2)
+    assert overruns_queued() == 1
+    assert conn.rxq_dropped == 3
+
+
+def test_a_handler_bug_answers_eio_and_the_device_carries_on() -> None:
+    """An exception other than NetlinkError in a handler (an ovsdp bug) answers that request
+    with EIO, or ends that dump with EIO; nothing else notices."""
+    from ovsdp.netlink.constants import NLM_F_DUMP, NLM_F_REQUEST
+    from ovsdp.netlink.message import DoneMessage, ErrorMessage, GenlMessage, decode_record
+    from ovsdp.netlink.message import encode_genl as encode
+    from ovsdp.pseudodev.registry import Command, Family
+
+    def broken(request: object) -> list[GenlMessage]:
+        raise ZeroDivisionError("oops")
+
+    def broken_dump(request: object) -> Iterator[GenlMessage]:
+        yield from ()
+        raise KeyError("cursor")
+
+    device, _test = make_device()
+    family = device.register(
+        Family(
+            "ovsdp_broken",
+            1,
+            4,
+            "ovsdp_test",
+            {1: Command(1, "DO", do=broken), 2: Command(2, "DUMP", dump=broken_dump)},
+        )
+    )
+    conn = device.connect(Credentials())
+    families = {family.id: family.genl}
+    device.handle_record(
+        conn, encode(GenlMessage(family.id, NLM_F_REQUEST, 5, 0, 1, 1, 0, {}), family.genl)
+    )
+    (error,) = decode_record(conn.pop_output() or b"", families)
+    assert isinstance(error, ErrorMessage) and error.error == -errno.EIO and error.seq == 5
+    assert error.reason is not None and "ZeroDivisionError" in error.reason
+    device.handle_record(
+        conn,
+        encode(GenlMessage(family.id, NLM_F_REQUEST | NLM_F_DUMP, 6, 0, 2, 1, 0, {}), family.genl),
+    )
+    (done,) = decode_record(conn.pop_output() or b"", families)
+    assert isinstance(done, DoneMessage) and done.error == -errno.EIO and done.seq == 6
+    assert conn.pop_output() is None and not conn.dumping

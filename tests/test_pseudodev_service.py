@@ -613,16 +613,7 @@ async def test_a_client_that_never_reads_is_no_longer_read_after_4096_answers() 
 # -- unsolicited messages (section 9) -------------------------------------------------------
 
 
-ENOBUFS_ONCE = (
-    "docs/pseudodev.md section 9: no further ENOBUFS until the client has read the first; the "
-    "device re-arms the ENOBUFS when the first one leaves its queue for the socket buffer, "
-    "before the client has read it, so a second burst gets a second ENOBUFS"
-)
-
-
-@pytest.mark.parametrize(
-    "bursts", [1, pytest.param(2, marks=pytest.mark.xfail(strict=True, reason=ENOBUFS_ONCE))]
-)
+@pytest.mark.parametrize("bursts", [1, 2])
 async def test_queue_overflow_over_the_socket(bursts: int) -> None:
     async with serving() as srv:
         with trio.fail_after(60):

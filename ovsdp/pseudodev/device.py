@@ -15,6 +15,7 @@ socket buffer).
 from __future__ import annotations
 
 import errno
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from ..netlink.message import (
 )
 from .registry import Family
 
+log = logging.getLogger("ovsdp.pseudodev")
+
 DEFAULT_RXQ_LIMIT = 4 << 20
 """Bytes of unsolicited messages a connection may have queued in the service (dpif-netlink
 asks the kernel for a 4 MiB receive buffer; this is the same budget)."""
@@ -57,6 +60,10 @@ _unpack_nlhdr = NLMSGHDR.unpack_from
 _REPLY = 0
 _UNSOLICITED = 1
 _OVERRUN = 2
+# where the connection's overrun report (one ENOBUFS) stands
+_OVERRUN_NONE = 0
+_OVERRUN_QUEUED = 1
+_OVERRUN_SENT = 2
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,9 @@ class Connection:
         self.closed = False
         self._out: deque[tuple[bytes, int]] = deque()
         self._pushed_back: bytes | None = None
-        self._overrun_pending = False
+        self._overrun = _OVERRUN_NONE
+        # set by the I/O shell: bytes sent to the peer that it has not read yet
+        self.peer_unread: Callable[[], int] | None = None
         self._dump: _Dump | None = None
         self._started_dump = False  # set while handling a record that started a dump
         self.on_output: Callable[[], None] | None = None  # set by the I/O shell
@@ -117,7 +126,7 @@ class Connection:
             if kind == _UNSOLICITED:
                 self.rxq_bytes -= len(record)
             elif kind == _OVERRUN:
-                self._overrun_pending = False
+                self._overrun = _OVERRUN_SENT
             return record
         if self._dump is not None:
             return self.device._next_dump_record(self)
@@ -139,7 +148,7 @@ class Connection:
                 if kind == _UNSOLICITED:
                     self.rxq_bytes -= len(record)
                 elif kind == _OVERRUN:
-                    self._overrun_pending = False
+                    self._overrun = _OVERRUN_SENT
             elif self._dump is not None:
                 record = self.device._next_dump_record(self)
             else:
@@ -187,32 +196,43 @@ class Connection:
         limit = self.rxq_limit
         queued = self.rxq_bytes
         taken = 0
+        dropped = 0
         for record in records:
             size = len(record)
             if queued + size > limit:
-                self._dropped()
+                dropped += 1
                 continue
             queued += size
             out.append((record, _UNSOLICITED))
             taken += 1
         self.rxq_bytes = queued
+        if dropped:
+            self._dropped(dropped)
         if was_empty and out:
             # The I/O shell's writer sleeps only when there is nothing to send, so it needs
             # waking only when the queue stops being empty.
             self._notify()
         return taken
 
-    def _dropped(self) -> None:
-        self.rxq_dropped += 1
-        if not self._overrun_pending:
-            self._overrun_pending = True
-            overrun = encode_error(
-                -errno.ENOBUFS,
-                (NLMSG_HDRLEN, 0, 0, 0, self.pid),
-                self.pid,
-                "receive queue overrun: messages were dropped",
-            )
-            self._out.append((overrun, _OVERRUN))
+    def _dropped(self, count: int) -> None:
+        # One ENOBUFS per overrun: none while one is queued, and once it has been sent, none
+        # until the client has read it (the shell knows: peer_unread, SIOCOUTQ, reaches 0).
+        self.rxq_dropped += count
+        state = self._overrun
+        if state == _OVERRUN_QUEUED:
+            return
+        if state == _OVERRUN_SENT:
+            unread = self.peer_unread
+            if unread is not None and unread() > 0:
+                return
+        self._overrun = _OVERRUN_QUEUED
+        overrun = encode_error(
+            -errno.ENOBUFS,
+            (NLMSG_HDRLEN, 0, 0, 0, self.pid),
+            self.pid,
+            "receive queue overrun: messages were dropped",
+        )
+        self._out.append((overrun, _OVERRUN))
 
     def _notify(self) -> None:
         if self.on_output is not None:
@@ -267,6 +287,11 @@ class Request:
             dp_ifindex,
             attrs,
         )
+
+
+def _internal_error(exc: Exception) -> str:
+    log.error("internal error while handling a request", exc_info=exc)
+    return f"internal error: {type(exc).__name__}: {exc}"
 
 
 class Device:
@@ -521,6 +546,15 @@ class Device:
                 )
             )
             return
+        except Exception as exc:
+            # A bug in a handler answers that request with EIO; it never takes the service
+            # (and every other client) down with it.
+            conn.queue_reply(
+                encode_error(
+                    -errno.EIO, record[off : off + NLMSG_HDRLEN], conn.pid, _internal_error(exc)
+                )
+            )
+            return
         if flags & NLM_F_ACK:
             conn.queue_reply(encode_error(0, record[off : off + NLMSG_HDRLEN], conn.pid))
 
@@ -550,6 +584,8 @@ class Device:
                 finished = True
         except NetlinkError as exc:
             finished, error, reason = True, -exc.errno, exc.reason
+        except Exception as exc:
+            finished, error, reason = True, -errno.EIO, _internal_error(exc)
         if finished:
             parts.append(encode_done(dump.seq, conn.pid, error, reason))
             conn._dump = None

@@ -11,6 +11,7 @@ dump) and parks when there is nothing to send; the device wakes it.
 from __future__ import annotations
 
 import errno
+import fcntl
 import grp
 import os
 import pwd
@@ -18,6 +19,7 @@ import select
 import socket
 import stat
 import struct
+import termios
 from collections.abc import Callable
 from typing import Any
 
@@ -121,6 +123,16 @@ class _ConnectionIO:
         self.broken = False
         self.buffer = bytearray(MAX_RECORD)
         conn.on_output = self.wake
+        conn.peer_unread = self.peer_unread
+
+    def peer_unread(self) -> int:
+        """Bytes sent to the client that it has not read yet (SIOCOUTQ)."""
+        try:
+            raw = fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except OSError:
+            return 0
+        unread: int = struct.unpack("i", raw)[0]
+        return unread
 
     def wake(self) -> None:
         """Called by the device when output appears; wakes the writer if it sleeps."""
