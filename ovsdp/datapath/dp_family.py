@@ -13,7 +13,7 @@ from ..netlink.message import GenlMessage, encode_genl
 from ..netlink.structs import OvsDpMegaflowStats, OvsDpStats
 from ..pseudodev.device import Device, Request
 from ..pseudodev.registry import Command, Family, Reply
-from .datapath import Datapath
+from .datapath import Datapath, check_features
 from .extension import OvsExtension
 
 
@@ -78,6 +78,8 @@ class DatapathFamily:
     def new(self, request: Request) -> list[GenlMessage]:
         attrs = request.attrs
         name = attrs["name"]
+        # the kernel applies the features before it creates the local port: EOPNOTSUPP wins
+        check_features(attrs.get("user_features", 0))
         existing = self.extension.datapaths.get(name)
         if existing is not None:
             if request.msg.version < OVS_DP_VER_FEATURES:

@@ -67,10 +67,9 @@ class OvsExtension:
             dp = self.datapaths.get(name)
             if dp is not None and ifindex and dp.ifindex != ifindex:
                 dp = None
-        elif ifindex:
-            dp = self.by_ifindex.get(ifindex)
         else:
-            raise einval("a datapath is named by OVS_DP_ATTR_NAME or by dp_ifindex")
+            # dp_ifindex 0 names no datapath: ENODEV, as the kernel's get_dp() finds none
+            dp = self.by_ifindex.get(ifindex)
         if dp is None:
             what = repr(name) if name is not None else f"with ifindex {ifindex}"
             raise NetlinkError(errno.ENODEV, f"no datapath {what}")
@@ -144,11 +143,23 @@ class OvsExtension:
             raise einval("OVS_VPORT_ATTR_UPCALL_PID needs at least one PID")
         if port_no is not None and port_no >= DP_MAX_PORTS:
             raise NetlinkError(errno.EFBIG, f"port number {port_no} is not below {DP_MAX_PORTS}")
+        bound = self.switch.by_name.get(name)
+        if vport_type in SWITCH_TYPES and bound is not None and bound.binding is not None:
+            # before the name check, which the bound vport (named like its port) would fail
+            other = bound.binding[0].name
+            raise NetlinkError(errno.EBUSY, f"switch port {name} is bound to datapath {other}")
         self._check_name_free(name)
         try:
             vtype = VportType(vport_type)
         except ValueError:
             raise NetlinkError(errno.EAFNOSUPPORT, f"unknown vport type {vport_type}") from None
+        if vtype not in SWITCH_TYPES and vtype is not VportType.VXLAN:
+            raise NetlinkError(
+                errno.EAFNOSUPPORT, f"vport type {vtype.name.lower()} is not available in ovsdp"
+            )
+        if vtype not in SWITCH_TYPES and name in self.switch.by_name:
+            # one namespace, as netdev names are on Linux: the switch port keeps its name
+            raise NetlinkError(errno.EEXIST, f"the switch has a port named {name}")
         if ifindex is not None and vtype is not VportType.INTERNAL:
             raise NetlinkError(errno.EOPNOTSUPP, "OVS_VPORT_ATTR_IFINDEX is for internal ports")
         if vtype in SWITCH_TYPES:
@@ -160,12 +171,8 @@ class OvsExtension:
                     errno.EOPNOTSUPP,
                     f"the host vNIC {name} has ifindex {vport.ifindex}, fixed by the switch",
                 )
-        elif vtype is VportType.VXLAN:
-            vport = self._vxlan_vport(name, upcall_pids, options or {})
         else:
-            raise NetlinkError(
-                errno.EAFNOSUPPORT, f"vport type {vtype.name.lower()} is not available in ovsdp"
-            )
+            vport = self._vxlan_vport(name, upcall_pids, options or {})
         dp.vports.add(vport, port_no)
         if vport.switch_port is not None:
             vport.switch_port.binding = (dp, vport)
@@ -262,12 +269,13 @@ class OvsExtension:
         if self.events is not None:
             self.events.vport_event(dp, cmd, vport)
 
-    def _appeared(self, port: SwitchPort) -> None:
-        # A named switch port no datapath holds: tell every datapath, so userspace can add it.
+    def _appeared(self, port: SwitchPort, absent_in: Datapath | None = None) -> None:
+        # A named switch port no datapath holds: tell every datapath, so userspace can add it
+        # (including ``absent_in``, whose ABSENT vport of that name could not take it).
         if self.events is None:
             return
         for dp in self.datapaths.values():
-            if dp.vports.find(port.name) is None:
+            if dp is absent_in or dp.vports.find(port.name) is None:
                 self.events.switch_port_event(dp, port)
 
     # -- the switch's callbacks ------------------------------------------------------------------
@@ -281,7 +289,7 @@ class OvsExtension:
         dp, vport = found
         if vport_type_for(port) is not vport.type:
             # Incompatible (a VM port where the host vNIC was): left unbound, userspace decides.
-            self._appeared(port)
+            self._appeared(port, absent_in=dp)
             return
         dp.vports.rebind(vport, port)
         vport.ifindex = port.ifindex

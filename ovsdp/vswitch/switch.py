@@ -274,11 +274,11 @@ class VSwitch:
         """Create a port and its NIC; connect the NIC unless told not to."""
         check_name(name)
         check_mtu(mtu)
+        if name in self.by_name:
+            raise NetlinkError(errno.EEXIST, f"the switch already has a port named {name!r}")
         if mac is None:
             mac = self._default_mac()
         check_mac(mac)
-        if name in self.by_name:
-            raise NetlinkError(errno.EEXIST, f"the switch already has a port named {name!r}")
         nic = Nic(self._next_nic_index, mac, mtu, backend=backend)
         self._next_nic_index += 1
         port = SwitchPort(
