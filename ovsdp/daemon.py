@@ -13,6 +13,8 @@ import trio
 
 from .datapath.dp_family import DatapathFamily
 from .datapath.extension import OvsExtension
+from .datapath.flow_family import FlowFamily
+from .datapath.packet_family import PacketFamily
 from .datapath.vport_family import VportFamily
 from .pseudodev.device import Device
 from .pseudodev.server import PseudoDevice, ServiceError, resolve_group
@@ -64,13 +66,16 @@ def build_service(config: ServiceConfig) -> Service:
     """The switch, the extension and the device with every family registered.
 
     Registration order gives the families the ids of the Windows datapath: ovsdp_control 0x11,
-    ovs_datapath 0x12, ovs_vport next; the management family after them.
+    ovs_datapath 0x12, ovs_packet 0x13, ovs_vport 0x14, ovs_flow 0x15; the management family
+    0x16 (where Windows had ovs_win_netdev).
     """
     device = Device(admin_gid=resolve_group(config.group))
     switch = build_switch(config.switch or load_switch_config(None))
     extension = OvsExtension(switch)
     DatapathFamily(extension).register(device)
+    PacketFamily(extension, extension.pipeline).register(device)
     VportFamily(extension).register(device)
+    FlowFamily(extension).register(device)
     VSwitchFamily(switch).register(device)
     return Service(device, switch, extension)
 

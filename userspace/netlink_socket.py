@@ -133,6 +133,12 @@ class NetlinkSocket:
         props = self.transact(control.name, CTRL_SOCK_PROP, {"txn_markers": 1})[0].attrs
         self.pid: int = props["sock_pid"]
         self.markers = True
+        # Learn every family the service has that this client can decode, so unsolicited
+        # messages (upcalls, events) of any of them can be read.
+        for reply in self.dump(NLCTRL.name, CtrlCmd.GETFAMILY):
+            codec = KNOWN_FAMILIES.get(reply.attrs.get("family_name", ""))
+            if codec is not None and codec.name not in self._families:
+                self._learn(reply.attrs, codec)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -161,6 +167,10 @@ class NetlinkSocket:
         if codec is None:
             raise ValueError(f"no attribute space known for family {name!r}: pass codec=")
         reply = self.transact(NLCTRL.name, CtrlCmd.GETFAMILY, {"family_name": name})[0].attrs
+        return self._learn(reply, codec)
+
+    def _learn(self, reply: dict[str, Any], codec: GenlFamily) -> ResolvedFamily:
+        name = reply["family_name"]
         groups = {g["name"]: g["id"] for g in reply.get("mcast_groups", [])}
         codec = GenlFamily(name, reply["version"], reply["hdrsize"], codec.space, tuple(groups))
         resolved = ResolvedFamily(reply["family_id"], codec, groups)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 
+from ..flowtable.table import EMC_ENTRIES_PER_MASK_CACHE_SLOT, FlowTable
 from ..netlink.constants import OVS_DP_F_KNOWN, DpFeature, VportType
 from ..netlink.errors import NetlinkError, einval
 from ..ports.table import VportTable
@@ -59,10 +60,19 @@ class Datapath:
     per_cpu_pids: tuple[int, ...] = ()
     vports: VportTable = field(default_factory=VportTable)
     stats: DatapathStats = field(default_factory=DatapathStats)
+    flows: FlowTable = field(default_factory=FlowTable)
 
     def __post_init__(self) -> None:
         local = Vport(0, self.name, VportType.INTERNAL, (self.upcall_pid,), ifindex=self.ifindex)
         self.vports.add_local(local)
+        self.set_masks_cache_size(self.masks_cache_size)
+
+    def set_masks_cache_size(self, size: int) -> None:
+        """MASKS_CACHE_SIZE sizes the exact-match cache: 32 entries per slot (the default 256
+        gives 8192 entries, the size of OVS's userspace EMC); 0 turns it off."""
+        self.masks_cache_size = size
+        self.flows.emc_size = size * EMC_ENTRIES_PER_MASK_CACHE_SLOT
+        self.flows.emc.clear()
 
     @property
     def local(self) -> Vport:
@@ -81,13 +91,11 @@ class Datapath:
 
     @property
     def n_flows(self) -> int:
-        flows = getattr(self, "flows", None)
-        return len(flows) if flows is not None else 0
+        return len(self.flows)
 
     @property
     def n_masks(self) -> int:
-        flows = getattr(self, "flows", None)
-        return flows.n_masks if flows is not None else 0
+        return self.flows.n_masks
 
     def miss_pid(self, in_port: Vport | None, flow_hash: int) -> int:
         """Where a miss goes: a per-CPU PID (ovsdp's "CPU" is the packet's hash, as RSS would

@@ -56,6 +56,9 @@ class OvsExtension:
         self.events = events
         self.datapaths: dict[str, Datapath] = {}
         self.by_ifindex: dict[int, Datapath] = {}
+        from .pipeline import Pipeline  # the packet path needs the extension to exist
+
+        self.pipeline = Pipeline(self)
         switch.attach(self)
 
     # -- datapaths ----------------------------------------------------------------------------
@@ -94,7 +97,7 @@ class OvsExtension:
             raise NetlinkError(errno.EEXIST, f"the switch has a port named {name}")
         dp = Datapath(name, self.switch.allocate_ifindex(), upcall_pid, features)
         if masks_cache_size is not None:
-            dp.masks_cache_size = masks_cache_size
+            dp.set_masks_cache_size(masks_cache_size)
         if per_cpu_pids:
             dp.per_cpu_pids = tuple(per_cpu_pids)
         self.datapaths[name] = dp
@@ -122,7 +125,7 @@ class OvsExtension:
             check_masks_cache_size(masks_cache_size)
         dp.user_features = features
         if masks_cache_size is not None:
-            dp.masks_cache_size = masks_cache_size
+            dp.set_masks_cache_size(masks_cache_size)
         if per_cpu_pids is not None:
             dp.per_cpu_pids = tuple(per_cpu_pids)
 
@@ -344,15 +347,15 @@ class OvsExtension:
         if "mac" in changes or "mtu" in changes:
             self._event(dp, VportCmd.SET, vport)
 
-    # -- the data hooks (the packet path: ovsdp/datapath/ingress.py) -----------------------------
+    # -- the data hooks: the packet path (pipeline.py) -------------------------------------------
 
     def ingress_send(self, port: SwitchPort, frames: list[bytes]) -> None:
-        """A batch from a switch port.  Without a flow table every frame is dropped here and
-        completed back to the switch at once."""
-        self.switch.complete(len(frames))
+        """A batch from a switch port: keys, flow table, actions, outputs, upcalls."""
+        self.pipeline.ingress(port, frames)
 
     def send_complete(self, packets: list[Packet]) -> None:
-        """Release the extension's own packets."""
+        """Release the extension's own packets (and the switch frames they were copied from)."""
+        self.pipeline.send_complete(packets)
 
     def forward_complete(self, count: int) -> None:
         """Switch frames forwarded unchanged pass straight back to the switch."""

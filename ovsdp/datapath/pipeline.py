@@ -1,0 +1,420 @@
+"""The packet path: ingress batches through key extraction, the flow table, actions, outputs.
+
+One batch from a switch port (the ingress send hook) goes like this:
+
+1. every frame's flat key is extracted (the port's metadata prefix is computed once);
+2. the exact-match cache, then the megaflow classifier, find its flow; misses are set aside;
+3. frames are grouped by key, so a flow's statistics, and its actions when they are a single
+   output, are handled once per group, not once per frame;
+4. single-output groups are forwarded as they are (the switch's own frames, unchanged); other
+   actions run per frame through :class:`ActionRunner`, whose outputs are packets the extension
+   creates (copies), each holding a reference on the frame it came from;
+5. misses become OVS_PACKET_CMD_MISS upcalls, delivered per PID in one call per batch;
+6. the switch frames are completed when their last copy has been delivered.
+
+Frames the extension creates are counted (``created`` / ``released``); with the switch's own
+``outstanding`` counter, tests check that nothing is left in flight once traffic stops.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..flowtable.actions import Action, ActionProgram
+from ..flowtable.flow_key import (
+    FIELDS,
+    Metadata,
+    extract_key,
+    metadata_prefix,
+    port_prefix,
+)
+from ..flowtable.packet_meta import PacketMeta
+from ..netlink.constants import ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, OVSP_LOCAL
+from ..ports.vport import Vport, VportState
+from ..vswitch.switch import Packet, SwitchPort, VSwitch
+from .datapath import Datapath
+
+if TYPE_CHECKING:
+    from .extension import OvsExtension
+
+MAX_RECIRCULATIONS = 8
+"""Recirculations of one packet (the kernel nests at most a handful: OVS_RECURSION_LIMIT 5)."""
+
+_TCP_FLAGS_AT = FIELDS["tcp_flags"].offset
+_ETH_TYPE_AT = FIELDS["eth_type"].offset
+_IP_PROTO_AT = FIELDS["ip_proto"].offset
+_TCP_TYPES = (ETH_P_IP.to_bytes(2, "big"), ETH_P_IPV6.to_bytes(2, "big"))
+
+
+def monotonic_ms() -> int:
+    """Milliseconds on CLOCK_MONOTONIC, the clock OVS userspace reads flow ``used`` against."""
+    import time
+
+    return time.monotonic_ns() // 1_000_000
+
+
+def tcp_flags_of(key: bytes) -> int:
+    """The TCP flags a key carries (0 for anything but TCP)."""
+    if key[_IP_PROTO_AT] == IPPROTO_TCP and key[_ETH_TYPE_AT : _ETH_TYPE_AT + 2] in _TCP_TYPES:
+        return (key[_TCP_FLAGS_AT] << 8) | key[_TCP_FLAGS_AT + 1]
+    return 0
+
+
+def flow_hash(key: bytes) -> int:
+    """The packet's hash (the skb hash's role): spreads misses over PIDs, fills HASH."""
+    return zlib.crc32(key) or 1
+
+
+class Upcalls(Protocol):
+    """Where upcalls go (the ovs_packet family implements it over the pseudo-device)."""
+
+    def miss(self, dp: Datapath, key: bytes, frame: bytes, hash_: int) -> bytes:
+        """An encoded OVS_PACKET_CMD_MISS."""
+
+    def action(
+        self,
+        dp: Datapath,
+        key: bytes,
+        frame: bytes,
+        meta: PacketMeta,
+        attrs: Mapping[Any, Any],
+        actions: list[Action] | None,
+        orig_len: int | None,
+    ) -> bytes:
+        """An encoded OVS_PACKET_CMD_ACTION."""
+
+    def deliver(self, pid: int, records: list[bytes]) -> int:
+        """Queue upcalls for a PID; how many it took."""
+
+
+class FrameRef:
+    """The extension's hold on a switch frame while copies of it are in flight (the reference
+    count of a Windows NBL context): the frame is completed to the switch with the last."""
+
+    __slots__ = ("refs", "switch")
+
+    def __init__(self, switch: VSwitch) -> None:
+        self.refs = 1
+        self.switch = switch
+
+    def release(self) -> None:
+        self.refs -= 1
+        if self.refs == 0:
+            self.switch.complete(1)
+
+
+class _Own:
+    """Completion context of a packet with no switch frame behind it (an execute's)."""
+
+    def release(self) -> None:
+        pass
+
+
+OWN = _Own()
+
+
+class ActionRunner:
+    """Runs action programs for one datapath; the ActionSink of the actions module.
+
+    ``parent`` is the completion context the outputs of the current packet hold; ``pid``
+    overrides the upcall PID (OVS_PACKET_ATTR_UPCALL_PID of an execute).
+    """
+
+    def __init__(self, pipeline: Pipeline, dp: Datapath, pid: int | None = None) -> None:
+        self.pipeline = pipeline
+        self.dp = dp
+        self.pid = pid
+        self.parent: FrameRef | _Own = OWN
+        self.sends: list[Packet] = []
+        self.upcalls: dict[int, list[bytes]] = {}
+        self.recirc: list[tuple[bytes, PacketMeta]] = []
+        self.key: bytes = b""
+
+    # -- the ActionSink protocol --------------------------------------------------------------
+
+    def output(self, port_no: int, frame: bytes, meta: PacketMeta) -> None:
+        """Send a copy of the packet out of a vport."""
+        vport = self.dp.vports.get(port_no)
+        if vport is None:
+            self.pipeline.output_no_port += 1
+            return
+        self.pipeline.output_copy(self, vport, frame, meta)
+
+    def userspace(
+        self,
+        frame: bytes,
+        meta: PacketMeta,
+        attrs: Mapping[Any, Any],
+        actions: list[Action] | None,
+        orig_len: int | None,
+    ) -> None:
+        """An ACTION upcall to the action's PID (0xFFFFFFFF: this datapath's per-CPU PID)."""
+        pipeline = self.pipeline
+        pid = attrs.get("pid", 0)
+        if self.pid is not None:
+            pid = self.pid
+        elif pid == 0xFFFFFFFF:
+            pid = self.dp.miss_pid(None, meta.hash or flow_hash(self.key))
+        if not pid or pipeline.upcall_channel is None:
+            self.dp.stats.n_lost += 1
+            return
+        key = pipeline.key_of(frame, meta)
+        record = pipeline.upcall_channel.action(self.dp, key, frame, meta, attrs, actions, orig_len)
+        self.upcalls.setdefault(pid, []).append(record)
+
+    def recirculate(self, frame: bytes, meta: PacketMeta) -> None:
+        """Back through the flow table with the new recirc_id (after this packet's actions)."""
+        self.recirc.append((frame, meta))
+
+    def random_u32(self) -> int:
+        return self.pipeline.random_u32()
+
+
+class Pipeline:
+    """The extension's data hooks for all its datapaths."""
+
+    def __init__(self, extension: OvsExtension) -> None:
+        self.extension = extension
+        self.switch = extension.switch
+        self.upcall_channel: Upcalls | None = None
+        self.clock: Callable[[], int] = monotonic_ms
+        self.random_u32: Callable[[], int] = lambda: random.getrandbits(32)
+        # the extension's own packets (copies, execute packets): created and released
+        self.created = 0
+        self.released = 0
+        # frames dropped for lack of a place to go
+        self.unbound_rx = 0  # from switch ports no datapath holds
+        self.output_no_port = 0  # output actions naming no vport
+        self.short_frames = 0  # runts the kernel would drop (< 14 bytes)
+
+    @property
+    def outstanding(self) -> int:
+        """Packets the extension created and has not had back yet."""
+        return self.created - self.released
+
+    # -- ingress -------------------------------------------------------------------------------
+
+    def ingress(self, port: SwitchPort, frames: list[bytes]) -> None:
+        """The ingress send hook: one batch of switch frames from ``port``."""
+        switch = self.switch
+        binding = port.binding
+        if binding is None:
+            self.unbound_rx += len(frames)
+            switch.complete(len(frames))
+            return
+        dp, vport = binding
+        stats = vport.stats
+        stats.rx_packets += len(frames)
+        stats.rx_bytes += sum(map(len, frames))
+        table = dp.flows
+        emc = table.emc
+        classify = table.classify
+        prefix = port_prefix(vport.port_no)
+        groups: dict[bytes, list[Any]] = {}  # key -> [flow, frames]
+        misses: list[tuple[bytes, bytes]] = []
+        cache_hits = 0
+        for frame in frames:
+            key = extract_key(frame, prefix)
+            group = groups.get(key)
+            if group is not None:
+                group[1].append(frame)
+                cache_hits += 1
+                continue
+            flow = emc.get(key)
+            if flow is None or flow.dead:
+                flow = classify(key)
+                if flow is None:
+                    misses.append((key, frame))
+                    continue
+            else:
+                cache_hits += 1
+            groups[key] = [flow, [frame]]
+        table.n_cache_hit += cache_hits
+        dp.stats.n_hit += len(frames) - len(misses)
+        if groups:
+            self._run_groups(dp, vport, groups)
+        if misses:
+            self._upcall_misses(dp, vport, misses)
+
+    def _run_groups(self, dp: Datapath, vport: Vport, groups: dict[bytes, list[Any]]) -> None:
+        now = self.clock()
+        switch = self.switch
+        runner: ActionRunner | None = None
+        for key, (flow, group) in groups.items():
+            count = len(group)
+            flow.n_packets += count
+            flow.n_bytes += sum(map(len, group))
+            flow.used = now
+            if key[_IP_PROTO_AT] == IPPROTO_TCP:
+                flow.tcp_flags |= tcp_flags_of(key)
+            program: ActionProgram = flow.program
+            out = program.single_output
+            if out is not None:
+                self.forward(dp, out, group)
+            elif program.drops:
+                switch.complete(count)
+            else:
+                if runner is None:
+                    runner = ActionRunner(self, dp)
+                runner.key = key
+                for frame in group:
+                    self._execute_switch_frame(runner, program, frame, vport.port_no)
+        if runner is not None:
+            self.flush(runner)
+
+    def _execute_switch_frame(
+        self, runner: ActionRunner, program: ActionProgram, frame: bytes, in_port: int
+    ) -> None:
+        ref = FrameRef(self.switch)
+        runner.parent = ref
+        meta = PacketMeta(in_port)
+        program.execute(frame, meta, runner)
+        self.run_recirculations(runner)
+        ref.release()  # the frame's own reference: it completes once its copies are delivered
+
+    def forward(self, dp: Datapath, port_no: int, frames: list[bytes]) -> None:
+        """A group of switch frames whose only action is one output: sent on unchanged."""
+        switch = self.switch
+        vport = dp.vports.get(port_no)
+        if vport is None:
+            self.output_no_port += len(frames)
+            switch.complete(len(frames))
+            return
+        stats = vport.stats
+        sp = vport.switch_port
+        if sp is not None and vport.state is VportState.BOUND and sp.operational:
+            stats.tx_packets += len(frames)
+            stats.tx_bytes += sum(map(len, frames))
+            switch.forward(sp, frames)
+            return
+        # a tunnel, the local port, or a port that is down or gone: one copy at a time
+        runner = ActionRunner(self, dp)
+        for frame in frames:
+            ref = FrameRef(switch)
+            runner.parent = ref
+            self.output_copy(runner, vport, frame, PacketMeta(0))
+            ref.release()
+        self.flush(runner)
+
+    def output_copy(
+        self, runner: ActionRunner, vport: Vport, frame: bytes, meta: PacketMeta
+    ) -> None:
+        """An output the extension makes: a packet of its own (holding a reference on the
+        frame it copies), sent when the runner flushes."""
+        stats = vport.stats
+        sp = vport.switch_port
+        if sp is not None:
+            if vport.state is not VportState.BOUND or not sp.operational:
+                stats.tx_dropped += 1
+                return
+            packet = Packet(frame, None, runner.parent)
+            packet.dests.append(sp)
+            if isinstance(runner.parent, FrameRef):
+                runner.parent.refs += 1
+            self.created += 1
+            runner.sends.append(packet)
+            stats.tx_packets += 1
+            stats.tx_bytes += len(frame)
+            return
+        if vport.port_no == OVSP_LOCAL:
+            # the local port has no NIC in ovsdp: counted as sent, then gone
+            stats.tx_packets += 1
+            stats.tx_bytes += len(frame)
+            return
+        self.tunnel_output(runner, vport, frame, meta)
+
+    def tunnel_output(
+        self, runner: ActionRunner, vport: Vport, frame: bytes, meta: PacketMeta
+    ) -> None:
+        """Output to a tunnel vport: encapsulation (ovsdp/tunnel)."""
+        vport.stats.tx_errors += 1  # no tunnel endpoint configured
+
+    def flush(self, runner: ActionRunner) -> None:
+        """Send the runner's packets and deliver its upcalls."""
+        if runner.sends:
+            sends, runner.sends = runner.sends, []
+            self.switch.send(sends)
+        if runner.upcalls:
+            upcalls, runner.upcalls = runner.upcalls, {}
+            self._deliver(runner.dp, upcalls)
+
+    def send_complete(self, packets: list[Packet]) -> None:
+        """The switch delivered packets the extension created: release their references."""
+        self.released += len(packets)
+        for packet in packets:
+            context = packet.context
+            if context is not None:
+                context.release()  # type: ignore[attr-defined]
+
+    # -- recirculation ---------------------------------------------------------------------------
+
+    def key_of(self, frame: bytes, meta: PacketMeta) -> bytes:
+        """A packet's key under its current metadata."""
+        tunnel = meta.tunnel
+        prefix = metadata_prefix(
+            Metadata(
+                meta.in_port, meta.recirc_id, meta.dp_hash, meta.priority, meta.skb_mark, tunnel
+            )
+        )
+        return extract_key(frame, prefix)
+
+    def run_recirculations(self, runner: ActionRunner) -> None:
+        """Run what the runner's packets recirculated, up to the recirculation limit."""
+        rounds = 0
+        dp = runner.dp
+        while runner.recirc:
+            frame, meta = runner.recirc.pop(0)
+            rounds += 1
+            if rounds > MAX_RECIRCULATIONS:
+                dp.stats.n_lost += 1 + len(runner.recirc)  # dropped, like the kernel's limit
+                runner.recirc.clear()
+                return
+            key = self.key_of(frame, meta)
+            flow = dp.flows.lookup(key)
+            if flow is None:
+                dp.stats.n_missed += 1
+                self._queue_miss(runner, dp, dp.vports.get(meta.in_port), key, frame)
+                continue
+            dp.stats.n_hit += 1
+            flow.n_packets += 1
+            flow.n_bytes += len(frame)
+            flow.used = self.clock()
+            flow.tcp_flags |= tcp_flags_of(key)
+            runner.key = key
+            flow.program.execute(frame, meta, runner)
+
+    # -- upcalls -------------------------------------------------------------------------------
+
+    def _upcall_misses(self, dp: Datapath, vport: Vport, misses: list[tuple[bytes, bytes]]) -> None:
+        dp.stats.n_missed += len(misses)
+        runner = ActionRunner(self, dp)
+        for key, frame in misses:
+            self._queue_miss(runner, dp, vport, key, frame)
+        self.flush(runner)
+        # the frames went to userspace as copies (the Windows datapath drops the original too)
+        self.switch.complete(len(misses))
+
+    def _queue_miss(
+        self, runner: ActionRunner, dp: Datapath, vport: Vport | None, key: bytes, frame: bytes
+    ) -> None:
+        hash_ = flow_hash(key)
+        pid = runner.pid if runner.pid is not None else dp.miss_pid(vport, hash_)
+        if not pid or self.upcall_channel is None:
+            dp.stats.n_lost += 1
+            if vport is not None:
+                vport.upcall_fail += 1
+            return
+        record = self.upcall_channel.miss(dp, key, frame, hash_)
+        runner.upcalls.setdefault(pid, []).append(record)
+        if vport is not None:
+            vport.upcall_success += 1  # corrected below if the socket refuses it
+
+    def _deliver(self, dp: Datapath, upcalls: dict[int, list[bytes]]) -> None:
+        channel = self.upcall_channel
+        assert channel is not None
+        for pid, records in upcalls.items():
+            taken = channel.deliver(pid, records)
+            dp.stats.n_lost += len(records) - taken
