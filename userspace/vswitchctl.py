@@ -7,6 +7,8 @@
     ovsdp vswitch link NAME up|down
     ovsdp vswitch set NAME mtu=N | mac=MAC | name=NEW  (one or more)
     ovsdp vswitch list | show NAME
+    ovsdp vswitch inject NAME FRAME_HEX [--count N]
+    ovsdp vswitch received NAME [--count N]    (prints and removes what a memory port received)
 
 Errors print ``ovsdp vswitch: what (strerror)`` on stderr and exit with status 1.
 """
@@ -57,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     setp.add_argument("name")
     setp.add_argument("changes", nargs="+", metavar="KEY=VALUE")
     sub.add_parser("list", help="list the switch's ports")
+    inject = sub.add_parser("inject", help="a frame, as if the port's NIC received it")
+    inject.add_argument("name")
+    inject.add_argument("frame", metavar="FRAME_HEX")
+    inject.add_argument("--count", type=int, default=1, help="copies, in one batch")
+    received = sub.add_parser("received", help="print (and remove) what a memory port got")
+    received.add_argument("name")
+    received.add_argument("--count", type=int, default=1024)
 
 
 def _set_changes(items: list[str]) -> dict[str, Any]:
@@ -78,6 +87,16 @@ def _set_changes(items: list[str]) -> dict[str, Any]:
         else:
             raise UsageError(f"cannot set {key!r} (mtu, mac, name)")
     return out
+
+
+def _frame(text: str) -> bytes:
+    cleaned = "".join(text.split()).replace(":", "")
+    if cleaned.startswith(("0x", "0X")):
+        cleaned = cleaned[2:]
+    try:
+        return bytes.fromhex(cleaned)
+    except ValueError:
+        raise UsageError(f"{text[:40]!r} is not a frame in hex") from None
 
 
 def _row(attrs: dict[str, Any]) -> str:
@@ -129,6 +148,19 @@ def _execute(sock: NetlinkSocket, args: argparse.Namespace) -> list[str]:
     if cmd == "set":
         changes = _set_changes(args.changes)
         return [_row(call(VSwitchCmd.SET_PORT, {"name": args.name, **changes}))]
+    if cmd == "inject":
+        frame = _frame(args.frame)
+        sock.transact(
+            VSWITCH_FAMILY,
+            VSwitchCmd.INJECT,
+            {"name": args.name, "frame": frame, "count": args.count},
+        )
+        return []
+    if cmd == "received":
+        replies = sock.transact(
+            VSWITCH_FAMILY, VSwitchCmd.TAKE, {"name": args.name, "count": args.count}
+        )
+        return [m.attrs["frame"].hex() for m in replies]
     raise UsageError(f"unknown command {cmd}")
 
 

@@ -34,6 +34,12 @@ class VSwitchCmd(enum.IntEnum):
     SET_LINK = 5
     SET_PORT = 6
     GET_PORT = 7
+    INJECT = 8
+    TAKE = 9
+
+
+MAX_INJECT = 65536  # frames one INJECT may repeat
+MAX_TAKE = 1024  # frames one TAKE returns (ask again for more)
 
 
 def port_attrs(port: SwitchPort) -> dict[str, Any]:
@@ -122,6 +128,15 @@ class VSwitchFamily:
                 dump=self.dump_ports,
                 required=("name",),
             ),
+            Command(
+                VSwitchCmd.INJECT,
+                "INJECT",
+                do=self.inject,
+                mutating=True,
+                required=("name", "frame"),
+                reply=Reply.ECHO,
+            ),
+            Command(VSwitchCmd.TAKE, "TAKE", do=self.take, mutating=True, required=("name",)),
         ]
         self.family = Family(
             VSWITCH_FAMILY, VSWITCH_VERSION, 0, "ovsdp_vswitch", {c.cmd: c for c in cmds}
@@ -190,6 +205,33 @@ class VSwitchFamily:
             port = self.switch.ports.get(port_id)
             if port is not None:
                 yield request.reply(VSwitchCmd.GET_PORT, port_attrs(port))
+
+    def inject(self, request: Request) -> list[GenlMessage]:
+        """Frames as if the port's NIC had received them (``count`` copies, in one batch)."""
+        attrs = request.attrs
+        port = self.switch.port(attrs["name"])
+        frame = attrs["frame"]
+        count = attrs.get("count", 1)
+        if not 1 <= count <= MAX_INJECT:
+            raise einval(f"count {count} is outside 1..{MAX_INJECT}")
+        if not 14 <= len(frame) <= 65535:
+            raise einval(f"a frame of {len(frame)} bytes (14 to 65535)")
+        if not port.operational:
+            raise NetlinkError(errno.ENETDOWN, f"port {port.name}'s NIC is not connected and up")
+        self.switch.receive(port, [frame] * count)
+        return self._reply(request, VSwitchCmd.INJECT, port)
+
+    def take(self, request: Request) -> list[GenlMessage]:
+        """Remove and return the frames a memory-backed port received (oldest first)."""
+        attrs = request.attrs
+        backend = memory_backend(self.switch, attrs["name"])
+        count = attrs.get("count", MAX_TAKE)
+        if not 1 <= count <= MAX_TAKE:
+            raise einval(f"count {count} is outside 1..{MAX_TAKE}")
+        return [
+            request.reply(VSwitchCmd.TAKE, {"name": attrs["name"], "frame": frame})
+            for frame in backend.take(count)
+        ]
 
 
 def memory_backend(switch: VSwitch, name: str) -> MemoryBackend:
