@@ -181,7 +181,7 @@ class FlowFamily:
                 flow = found
             else:
                 raise NetlinkError(errno.ENOENT, "the UFID's flow has a different match")
-        flow.actions, flow.program = raw, program  # statistics kept
+        flow.set_actions(raw, program)  # statistics kept
         self._notify(request, FlowCmd.NEW, dp, flow)
         return [self._reply(request, FlowCmd.NEW, dp, flow)]
 
@@ -203,7 +203,7 @@ class FlowFamily:
             if "mask" in attrs and "key" in attrs:
                 key, mask = attrs_to_key(attrs["key"], attrs["mask"])
             validate_actions(attrs["actions"], key_to_attrs(key, mask), mask_to_attrs(key, mask))
-            flow.actions, flow.program = self._program(attrs["actions"])
+            flow.set_actions(*self._program(attrs["actions"]))
         if attrs.get("clear"):
             flow.clear_stats()
         self._notify(request, FlowCmd.SET, dp, flow)

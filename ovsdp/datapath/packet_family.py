@@ -132,7 +132,6 @@ class PacketFamily:
         )
         runner = ActionRunner(self.pipeline, dp, attrs.get("upcall_pid"))
         runner.parent = OWN
-        runner.key = key
         program.execute(packet, pmeta, runner)
         self.pipeline.run_recirculations(runner)
         self.pipeline.flush(runner)

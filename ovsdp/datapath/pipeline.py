@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..flowtable.actions import Action, ActionProgram
 from ..flowtable.flow_key import (
-    FIELDS,
     Metadata,
     extract_key,
     metadata_prefix,
     port_prefix,
 )
 from ..flowtable.packet_meta import PacketMeta
-from ..netlink.constants import ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, OVSP_LOCAL
+from ..flowtable.table import Flow, tcp_flags_of
+from ..netlink.constants import OVSP_LOCAL
 from ..ports.vport import Vport, VportState
 from ..vswitch.switch import Packet, SwitchPort, VSwitch
 from .datapath import Datapath
@@ -43,24 +43,12 @@ if TYPE_CHECKING:
 MAX_RECIRCULATIONS = 8
 """Recirculations of one packet (the kernel nests at most a handful: OVS_RECURSION_LIMIT 5)."""
 
-_TCP_FLAGS_AT = FIELDS["tcp_flags"].offset
-_ETH_TYPE_AT = FIELDS["eth_type"].offset
-_IP_PROTO_AT = FIELDS["ip_proto"].offset
-_TCP_TYPES = (ETH_P_IP.to_bytes(2, "big"), ETH_P_IPV6.to_bytes(2, "big"))
-
 
 def monotonic_ms() -> int:
     """Milliseconds on CLOCK_MONOTONIC, the clock OVS userspace reads flow ``used`` against."""
     import time
 
     return time.monotonic_ns() // 1_000_000
-
-
-def tcp_flags_of(key: bytes) -> int:
-    """The TCP flags a key carries (0 for anything but TCP)."""
-    if key[_IP_PROTO_AT] == IPPROTO_TCP and key[_ETH_TYPE_AT : _ETH_TYPE_AT + 2] in _TCP_TYPES:
-        return (key[_TCP_FLAGS_AT] << 8) | key[_TCP_FLAGS_AT + 1]
-    return 0
 
 
 def flow_hash(key: bytes) -> int:
@@ -131,7 +119,6 @@ class ActionRunner:
         self.sends: list[Packet] = []
         self.upcalls: dict[int, list[bytes]] = {}
         self.recirc: list[tuple[bytes, PacketMeta]] = []
-        self.key: bytes = b""
 
     # -- the ActionSink protocol --------------------------------------------------------------
 
@@ -153,15 +140,15 @@ class ActionRunner:
     ) -> None:
         """An ACTION upcall to the action's PID (0xFFFFFFFF: this datapath's per-CPU PID)."""
         pipeline = self.pipeline
+        key = pipeline.key_of(frame, meta)
         pid = attrs.get("pid", 0)
         if self.pid is not None:
             pid = self.pid
         elif pid == 0xFFFFFFFF:
-            pid = self.dp.miss_pid(None, meta.hash or flow_hash(self.key))
+            pid = self.dp.miss_pid(None, meta.hash or flow_hash(key))
         if not pid or pipeline.upcall_channel is None:
             self.dp.stats.n_lost += 1
             return
-        key = pipeline.key_of(frame, meta)
         record = pipeline.upcall_channel.action(self.dp, key, frame, meta, attrs, actions, orig_len)
         self.upcalls.setdefault(pid, []).append(record)
 
@@ -213,57 +200,66 @@ class Pipeline:
         emc = table.emc
         classify = table.classify
         prefix = port_prefix(vport.port_no)
-        groups: dict[bytes, list[Any]] = {}  # key -> [flow, frames]
+        now = self.clock()
+        outputs: dict[int, list[bytes]] = {}  # single-output flows' frames, by port
+        others: list[tuple[Flow, bytes]] = []  # frames whose flow has other actions
         misses: list[tuple[bytes, bytes]] = []
-        cache_hits = 0
+        classified = 0
+        last_out = -1
+        last_frames: list[bytes] = []
+        # Accounting is per frame, straight on the flow: cheaper than grouping a batch by flow
+        # when a batch carries many flows, and as cheap when it carries few.
         for frame in frames:
             key = extract_key(frame, prefix)
-            group = groups.get(key)
-            if group is not None:
-                group[1].append(frame)
-                cache_hits += 1
-                continue
-            flow = emc.get(key)
-            if flow is None or flow.dead:
+            entry = emc.get(key)
+            if entry is None or entry[0].dead:
+                classified += 1
                 flow = classify(key)
                 if flow is None:
                     misses.append((key, frame))
                     continue
+                flags = tcp_flags_of(key)
             else:
-                cache_hits += 1
-            groups[key] = [flow, [frame]]
-        table.n_cache_hit += cache_hits
+                flow, flags = entry
+            flow.n_packets += 1
+            flow.n_bytes += len(frame)
+            flow.used = now
+            if flags:
+                flow.tcp_flags |= flags
+            out = flow.out
+            if out == last_out:  # most of a batch goes where its previous frame went
+                last_frames.append(frame)
+            elif out is not None:
+                last_out = out
+                last_frames = outputs.get(out)  # type: ignore[assignment]
+                if last_frames is None:
+                    last_frames = outputs[out] = [frame]
+                else:
+                    last_frames.append(frame)
+            else:
+                others.append((flow, frame))
+        table.n_cache_hit += len(frames) - classified
         dp.stats.n_hit += len(frames) - len(misses)
-        if groups:
-            self._run_groups(dp, vport, groups)
+        for port_no, out_frames in outputs.items():
+            self.forward(dp, port_no, out_frames)
+        if others:
+            self._run_actions(dp, vport, others)
         if misses:
             self._upcall_misses(dp, vport, misses)
 
-    def _run_groups(self, dp: Datapath, vport: Vport, groups: dict[bytes, list[Any]]) -> None:
-        now = self.clock()
-        switch = self.switch
-        runner: ActionRunner | None = None
-        for key, (flow, group) in groups.items():
-            count = len(group)
-            flow.n_packets += count
-            flow.n_bytes += sum(map(len, group))
-            flow.used = now
-            if key[_IP_PROTO_AT] == IPPROTO_TCP:
-                flow.tcp_flags |= tcp_flags_of(key)
+    def _run_actions(self, dp: Datapath, vport: Vport, others: list[tuple[Flow, bytes]]) -> None:
+        """Frames whose flow has actions other than one output: run them one by one."""
+        runner = ActionRunner(self, dp)
+        dropped = 0
+        for flow, frame in others:
             program: ActionProgram = flow.program
-            out = program.single_output
-            if out is not None:
-                self.forward(dp, out, group)
-            elif program.drops:
-                switch.complete(count)
+            if program.drops:
+                dropped += 1
             else:
-                if runner is None:
-                    runner = ActionRunner(self, dp)
-                runner.key = key
-                for frame in group:
-                    self._execute_switch_frame(runner, program, frame, vport.port_no)
-        if runner is not None:
-            self.flush(runner)
+                self._execute_switch_frame(runner, program, frame, vport.port_no)
+        if dropped:
+            self.switch.complete(dropped)
+        self.flush(runner)
 
     def _execute_switch_frame(
         self, runner: ActionRunner, program: ActionProgram, frame: bytes, in_port: int
@@ -383,7 +379,6 @@ class Pipeline:
             flow.n_bytes += len(frame)
             flow.used = self.clock()
             flow.tcp_flags |= tcp_flags_of(key)
-            runner.key = key
             flow.program.execute(frame, meta, runner)
 
     # -- upcalls -------------------------------------------------------------------------------

@@ -18,6 +18,20 @@ from typing import Any
 
 from ..netlink.errors import NetlinkError
 from ..slottable import SlotTable
+from .layout import FIELDS
+
+
+def tcp_flags_of(key: bytes) -> int:
+    """The TCP flags a flat key carries (0 for anything but TCP)."""
+    if key[_IP_PROTO_AT] == 6 and key[_ETH_TYPE_AT : _ETH_TYPE_AT + 2] in _IP_TYPES:
+        return (key[_TCP_FLAGS_AT] << 8) | key[_TCP_FLAGS_AT + 1]
+    return 0
+
+
+_TCP_FLAGS_AT = FIELDS["tcp_flags"].offset
+_IP_PROTO_AT = FIELDS["ip_proto"].offset
+_ETH_TYPE_AT = FIELDS["eth_type"].offset
+_IP_TYPES = (b"\x08\x00", b"\x86\xdd")
 
 DEFAULT_FLOW_LIMIT = 2_000_000
 EMC_ENTRIES_PER_MASK_CACHE_SLOT = 32  # MASKS_CACHE_SIZE 256 (the default) -> 8192 entries
@@ -50,6 +64,7 @@ class Flow:
         "masked",
         "n_bytes",
         "n_packets",
+        "out",
         "program",
         "slot",
         "tcp_flags",
@@ -69,8 +84,10 @@ class Flow:
         self.unmasked = key if ufid is None else None
         self.mask = mask
         self.masked = int.from_bytes(key, "big") & mask.bits
-        self.actions = actions  # the actions as installed (netlink bytes), for replies
-        self.program = program  # what the packet path executes
+        self.actions = actions
+        self.program = program
+        self.out: int | None = None
+        self.set_actions(actions, program)
         self.ufid = ufid
         self.n_packets = 0
         self.n_bytes = 0
@@ -78,6 +95,13 @@ class Flow:
         self.tcp_flags = 0
         self.slot = -1
         self.dead = False
+
+    def set_actions(self, actions: bytes, program: Any) -> None:
+        """New actions: ``actions`` as installed (netlink bytes, for replies), ``program`` what
+        the packet path runs; ``out`` caches a single output port (the fast path)."""
+        self.actions = actions
+        self.program = program
+        self.out = getattr(program, "single_output", None)
 
     @property
     def key(self) -> bytes:
@@ -98,7 +122,8 @@ class FlowTable:
         self.masks: list[Mask] = []
         self._masks_by_value: dict[bytes, Mask] = {}
         self.ufids: dict[bytes, Flow] = {}
-        self.emc: dict[bytes, Flow] = {}
+        # the exact-match cache: a packet key -> (its flow, the TCP flags the key carries)
+        self.emc: dict[bytes, tuple[Flow, int]] = {}
         self._slots: SlotTable[Flow] = SlotTable()
         self._lookups = 0
         # counted here, reported in the datapath's megaflow stats
@@ -116,10 +141,10 @@ class FlowTable:
 
     def lookup(self, key: bytes) -> Flow | None:
         """The flow for a packet key: exact-match cache, then the masks."""
-        flow = self.emc.get(key)
-        if flow is not None and not flow.dead:
+        entry = self.emc.get(key)
+        if entry is not None and not entry[0].dead:
             self.n_cache_hit += 1
-            return flow
+            return entry[0]
         return self.classify(key)
 
     def classify(self, key: bytes) -> Flow | None:
@@ -141,7 +166,7 @@ class FlowTable:
             emc = self.emc
             if len(emc) >= self.emc_size:
                 emc.clear()  # cheaper than LRU bookkeeping; it refills at once
-            emc[key] = found
+            emc[key] = (found, tcp_flags_of(key))
         return found
 
     def _resort(self) -> None:
