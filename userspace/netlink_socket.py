@@ -1,11 +1,14 @@
 """Netlink sockets over the pseudo-device, for userspace (the role of OVS's netlink-socket.c).
 
-A :class:`NetlinkSocket` is one connection to the service: it learns its PID, resolves families
-through nlctrl, runs transactions (one request, or many in one record) matched by sequence number,
-iterates dumps as it reads them, joins multicast groups, and receives unsolicited messages
-(upcalls, events).  It turns on the service's transaction markers, so a transaction is complete
-when the marker arrives, even for requests that succeed silently (no ACK, no ECHO), which is how
-dpif-netlink sends them.
+A socket is one connection to the service: it learns its PID, resolves families through nlctrl,
+runs transactions (one request, or many in one record) matched by sequence number, iterates dumps
+as it reads them, joins multicast groups, and receives unsolicited messages (upcalls, events).
+It turns the service's transaction markers on, so a transaction is complete when its marker
+arrives, even for requests that succeed silently (no ACK, no ECHO), which is how dpif-netlink
+sends them.
+
+The logic lives in :class:`Session` (sans-I/O: records in, records out); :class:`NetlinkSocket`
+drives it with a blocking socket, :class:`AsyncNetlinkSocket` with trio.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import select
 import socket
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import trio
 
 from ovsdp.netlink.constants import (
     GENL_ID_CTRL,
@@ -43,14 +48,21 @@ from ovsdp.netlink.message import (
 
 DEFAULT_SOCKET = "/run/ovsdp/ovsdp.sock"
 CONTROL_FAMILY = "ovsdp_control"
+VSWITCH_FAMILY = "ovsdp_vswitch"
 MAX_RECORD = 1 << 20
 
 # The attribute space of each family a client may resolve, by family name.
 KNOWN_FAMILIES: dict[str, GenlFamily] = {
-    f.name: f for f in (NLCTRL, *OVS_FAMILIES, GenlFamily(CONTROL_FAMILY, 1, 0, "ovsdp_control"))
+    f.name: f
+    for f in (
+        NLCTRL,
+        *OVS_FAMILIES,
+        GenlFamily(CONTROL_FAMILY, 1, 0, "ovsdp_control"),
+        GenlFamily(VSWITCH_FAMILY, 1, 0, "ovsdp_vswitch"),
+    )
 }
 
-# control family commands and properties (see docs/pseudodev.md)
+# control family commands (docs/pseudodev.md §5)
 CTRL_MC_SUBSCRIBE = 2
 CTRL_SOCK_PROP = 6
 CTRL_GET_PID = 7
@@ -102,12 +114,177 @@ class Result:
     error: NetlinkError | None = None
 
 
+def _is_overrun(msg: AnyMessage) -> bool:
+    return isinstance(msg, ErrorMessage) and msg.error == -errno.ENOBUFS and msg.seq == 0
+
+
+# --- the sans-I/O core --------------------------------------------------------------------------
+
+
+class Transaction:
+    """The replies of one request record, collected until its marker arrives."""
+
+    def __init__(self, session: Session, seqs: list[int]) -> None:
+        self.session = session
+        self.results = {s: Result() for s in seqs}
+        self.order = seqs
+        self.done = False
+
+    def feed(self, messages: list[AnyMessage]) -> None:
+        """Messages of one record: ours are collected, the rest stashed as unsolicited."""
+        last = self.order[-1]
+        for msg in messages:
+            if isinstance(msg, NoopMessage) and msg.seq == last:
+                self.done = True
+            elif msg.seq in self.results:
+                result = self.results[msg.seq]
+                if isinstance(msg, ErrorMessage):
+                    if msg.error:
+                        result.error = NetlinkError(
+                            -msg.error, msg.reason or os.strerror(-msg.error)
+                        )
+                elif isinstance(msg, GenlMessage):
+                    result.replies.append(msg)
+            else:
+                self.session.stash(msg)
+
+    def outcome(self) -> list[Result]:
+        return [self.results[s] for s in self.order]
+
+
+class Dump:
+    """A dump in progress: messages of its sequence number until DONE and the marker."""
+
+    def __init__(self, session: Session, seq: int) -> None:
+        self.session = session
+        self.seq = seq
+        self.finished = False  # DONE seen
+        self.done = False  # marker seen
+        self.error: NetlinkError | None = None
+
+    def feed(self, messages: list[AnyMessage]) -> list[GenlMessage]:
+        """Messages of one record; returns the dump's entries among them."""
+        out: list[GenlMessage] = []
+        for msg in messages:
+            if isinstance(msg, NoopMessage) and msg.seq == self.seq:
+                self.done = True
+            elif msg.seq != self.seq:
+                self.session.stash(msg)
+            elif isinstance(msg, DoneMessage):
+                self.finished = True
+                if msg.error:
+                    self.error = NetlinkError(-msg.error, msg.reason or "dump failed")
+            elif isinstance(msg, ErrorMessage):
+                if msg.error:
+                    self.error = NetlinkError(-msg.error, msg.reason or "dump refused")
+            elif isinstance(msg, GenlMessage) and not self.finished:
+                out.append(msg)
+        return out
+
+
+class Session:
+    """What a netlink socket knows: families, sequence numbers, unsolicited messages."""
+
+    def __init__(self) -> None:
+        self.seq = itertools.count(1)
+        self.pid = 0
+        self.by_id: dict[int, GenlFamily] = {GENL_ID_CTRL: NLCTRL}
+        self.families: dict[str, ResolvedFamily] = {
+            NLCTRL.name: ResolvedFamily(GENL_ID_CTRL, NLCTRL, {"notify": GENL_ID_CTRL})
+        }
+        self.unsolicited: deque[AnyMessage] = deque()
+
+    def decode(self, record: Any) -> list[AnyMessage]:
+        """A received record's messages."""
+        return decode_record(record, self.by_id)
+
+    def encode(self, req: Request, seq: int) -> bytes:
+        fam = self.families.get(req.family)
+        if fam is None:
+            raise KeyError(req.family)
+        msg = GenlMessage(
+            fam.id,
+            req.flags | NLM_F_REQUEST,
+            seq,
+            self.pid,
+            req.cmd,
+            fam.version,
+            req.dp_ifindex if fam.codec.hdrsize else None,
+            req.attrs,
+        )
+        return encode_genl(msg, fam.codec)
+
+    def transaction(self, requests: Sequence[Request]) -> tuple[bytes, Transaction]:
+        """The record to send for a batch of requests, and the state that collects replies."""
+        seqs = [next(self.seq) for _ in requests]
+        record = b"".join(self.encode(r, s) for r, s in zip(requests, seqs, strict=True))
+        return record, Transaction(self, seqs)
+
+    def dump(self, family: str, cmd: int, attrs: Any, dp_ifindex: Any) -> tuple[bytes, Dump]:
+        """The record that starts a dump, and the state that reads it."""
+        seq = next(self.seq)
+        req = Request(family, cmd, attrs or {}, NLM_F_REQUEST | NLM_F_DUMP | NLM_F_ACK, dp_ifindex)
+        return self.encode(req, seq), Dump(self, seq)
+
+    def learn(self, reply: dict[str, Any], codec: GenlFamily) -> ResolvedFamily:
+        """Remember a family from an nlctrl reply."""
+        name = reply["family_name"]
+        groups = {g["name"]: g["id"] for g in reply.get("mcast_groups", [])}
+        codec = GenlFamily(name, reply["version"], reply["hdrsize"], codec.space, tuple(groups))
+        resolved = ResolvedFamily(reply["family_id"], codec, groups)
+        self.families[name] = resolved
+        self.by_id[resolved.id] = codec
+        return resolved
+
+    def codec_for(self, name: str, codec: GenlFamily | None) -> GenlFamily:
+        codec = codec or KNOWN_FAMILIES.get(name)
+        if codec is None:
+            raise ValueError(f"no attribute space known for family {name!r}: pass codec=")
+        return codec
+
+    def group_id(self, family: str, group: str) -> int:
+        fam = self.families[family]
+        try:
+            return fam.groups[group]
+        except KeyError:
+            raise NetlinkError(errno.ENOENT, f"family {family} has no group {group!r}") from None
+
+    def stash(self, msg: AnyMessage) -> None:
+        """An unsolicited message (or one that belongs to nobody waiting): keep it for recv."""
+        self.unsolicited.append(msg)
+
+    def take_unsolicited(self) -> list[AnyMessage]:
+        """What recv returns: queued messages up to an overrun, which is raised on its own."""
+        out: list[AnyMessage] = []
+        while self.unsolicited:
+            msg = self.unsolicited.popleft()
+            if _is_overrun(msg):
+                if out:
+                    self.unsolicited.appendleft(msg)
+                    return out
+                assert isinstance(msg, ErrorMessage)
+                raise NetlinkError(errno.ENOBUFS, msg.reason or "receive queue overrun")
+            out.append(msg)
+        return out
+
+
+def _result(results: list[Result]) -> list[GenlMessage]:
+    (result,) = results
+    if result.error is not None:
+        raise result.error
+    return result.replies
+
+
+# --- the blocking driver ----------------------------------------------------------------------
+
+
 class NetlinkSocket:
     """One netlink socket instance on the pseudo-device (blocking API)."""
 
     def __init__(self, path: str | None = None, *, timeout: float | None = 30.0) -> None:
         self.path = path or default_socket_path()
         self.timeout = timeout
+        self.session = Session()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             sock.connect(self.path)
@@ -121,24 +298,34 @@ class NetlinkSocket:
             raise
         self.sock = sock
         self._buffer = bytearray(MAX_RECORD)
-        self._seq = itertools.count(1)
-        self._by_id: dict[int, GenlFamily] = {GENL_ID_CTRL: NLCTRL}
-        self._families: dict[str, ResolvedFamily] = {
-            NLCTRL.name: ResolvedFamily(GENL_ID_CTRL, NLCTRL, {"notify": GENL_ID_CTRL})
-        }
-        self._unsolicited: deque[AnyMessage] = deque()
-        self._overrun = False
         self.markers = False
         control = self.family(CONTROL_FAMILY)
         props = self.transact(control.name, CTRL_SOCK_PROP, {"txn_markers": 1})[0].attrs
-        self.pid: int = props["sock_pid"]
+        self.session.pid = props["sock_pid"]
         self.markers = True
         # Learn every family the service has that this client can decode, so unsolicited
         # messages (upcalls, events) of any of them can be read.
         for reply in self.dump(NLCTRL.name, CtrlCmd.GETFAMILY):
             codec = KNOWN_FAMILIES.get(reply.attrs.get("family_name", ""))
-            if codec is not None and codec.name not in self._families:
-                self._learn(reply.attrs, codec)
+            if codec is not None and codec.name not in self.session.families:
+                self.session.learn(reply.attrs, codec)
+
+    # state kept in the session, under the names tests and older callers use
+    @property
+    def pid(self) -> int:
+        return self.session.pid
+
+    @pid.setter
+    def pid(self, value: int) -> None:
+        self.session.pid = value
+
+    @property
+    def _families(self) -> dict[str, ResolvedFamily]:
+        return self.session.families
+
+    @property
+    def _unsolicited(self) -> deque[AnyMessage]:
+        return self.session.unsolicited
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -153,49 +340,10 @@ class NetlinkSocket:
         self.close()
 
     def fileno(self) -> int:
-        """The socket's file descriptor (for select/poll, or trio.lowlevel.wait_readable)."""
+        """The socket's file descriptor (for select/poll)."""
         return self.sock.fileno()
 
-    # -- families ---------------------------------------------------------------------------
-
-    def family(self, name: str, codec: GenlFamily | None = None) -> ResolvedFamily:
-        """Resolve a family by name through nlctrl (cached); ENOENT if the service has none."""
-        known = self._families.get(name)
-        if known is not None:
-            return known
-        codec = codec or KNOWN_FAMILIES.get(name)
-        if codec is None:
-            raise ValueError(f"no attribute space known for family {name!r}: pass codec=")
-        reply = self.transact(NLCTRL.name, CtrlCmd.GETFAMILY, {"family_name": name})[0].attrs
-        return self._learn(reply, codec)
-
-    def _learn(self, reply: dict[str, Any], codec: GenlFamily) -> ResolvedFamily:
-        name = reply["family_name"]
-        groups = {g["name"]: g["id"] for g in reply.get("mcast_groups", [])}
-        codec = GenlFamily(name, reply["version"], reply["hdrsize"], codec.space, tuple(groups))
-        resolved = ResolvedFamily(reply["family_id"], codec, groups)
-        self._families[name] = resolved
-        self._by_id[resolved.id] = codec
-        return resolved
-
-    # -- sending and receiving ------------------------------------------------------------------
-
-    def _encode(self, req: Request, seq: int) -> bytes:
-        fam = self.family(req.family)
-        msg = GenlMessage(
-            fam.id,
-            req.flags | NLM_F_REQUEST,
-            seq,
-            self._pid_or_zero(),
-            req.cmd,
-            fam.version,
-            req.dp_ifindex if fam.codec.hdrsize else None,
-            req.attrs,
-        )
-        return encode_genl(msg, fam.codec)
-
-    def _pid_or_zero(self) -> int:
-        return getattr(self, "pid", 0)
+    # -- I/O ----------------------------------------------------------------------------------
 
     def _send(self, record: bytes) -> None:
         try:
@@ -216,122 +364,70 @@ class NetlinkSocket:
             if not ready:
                 raise TimeoutError("no message from the service in time")
         try:
-            nbytes, _anc, _flags, _addr = self.sock.recvmsg_into([self._buffer])
+            nbytes = self.sock.recv_into(self._buffer)
         except ConnectionResetError:
             nbytes = 0
         if nbytes == 0:
             raise ServiceGone(f"the ovsdp service on {self.path} closed the connection")
-        return decode_record(memoryview(self._buffer)[:nbytes], self._by_id)
+        return self.session.decode(memoryview(self._buffer)[:nbytes])
 
-    def _deadline(self) -> float | None:
-        return None if self.timeout is None else time.monotonic() + self.timeout
-
-    @staticmethod
-    def _left(deadline: float | None) -> float | None:
+    def _deadline_left(self, deadline: float | None) -> float | None:
         return None if deadline is None else deadline - time.monotonic()
 
-    def _stash(self, msg: AnyMessage) -> None:
-        if isinstance(msg, ErrorMessage) and msg.error == -errno.ENOBUFS and msg.seq == 0:
-            self._overrun = True
-        self._unsolicited.append(msg)
+    # -- families ---------------------------------------------------------------------------
+
+    def family(self, name: str, codec: GenlFamily | None = None) -> ResolvedFamily:
+        """Resolve a family by name through nlctrl (cached); ENOENT if the service has none."""
+        known = self.session.families.get(name)
+        if known is not None:
+            return known
+        codec = self.session.codec_for(name, codec)
+        reply = self.transact(NLCTRL.name, CtrlCmd.GETFAMILY, {"family_name": name})[0].attrs
+        return self.session.learn(reply, codec)
 
     # -- transactions -------------------------------------------------------------------------
 
     def transact(
-        self,
-        family: str,
-        cmd: int,
-        attrs: Any = None,
-        *,
-        flags: int = 0,
-        dp_ifindex: Any = 0,
+        self, family: str, cmd: int, attrs: Any = None, *, flags: int = 0, dp_ifindex: Any = 0
     ) -> list[GenlMessage]:
         """Send one request and return its replies; raise NetlinkError if it failed."""
-        result = self.transact_many([Request(family, cmd, attrs or {}, flags, dp_ifindex)])[0]
-        if result.error is not None:
-            raise result.error
-        return result.replies
+        return _result(self.transact_many([Request(family, cmd, attrs or {}, flags, dp_ifindex)]))
 
     def transact_many(self, requests: Sequence[Request]) -> list[Result]:
         """Send several requests in one record; each gets its replies or its error.
 
         Requests are handled in order; one failing does not stop the others (as Linux handles
-        the messages of one datagram).  Needs the transaction markers (on by default).
+        the messages of one datagram).
         """
-        seqs = [next(self._seq) for _ in requests]
-        record = b"".join(self._encode(r, s) for r, s in zip(requests, seqs, strict=True))
+        for req in requests:
+            self.family(req.family)
+        record, txn = self.session.transaction(requests)
         self._send(record)
-        results = {s: Result() for s in seqs}
-        last = seqs[-1]
-        deadline = self._deadline()
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         if not self.markers:
-            # Only while setting the markers up: that one request always answers.
-            for msg in self._read_record(self._left(deadline)):
-                self._collect(msg, results)
-            return [results[s] for s in seqs]
-        while True:
-            for msg in self._read_record(self._left(deadline)):
-                if isinstance(msg, NoopMessage) and msg.seq == last:
-                    return [results[s] for s in seqs]
-                if msg.seq in results:
-                    self._collect(msg, results)
-                else:
-                    self._stash(msg)
-
-    @staticmethod
-    def _collect(msg: AnyMessage, results: dict[int, Result]) -> None:
-        result = results[msg.seq]
-        if isinstance(msg, ErrorMessage):
-            if msg.error:
-                result.error = NetlinkError(-msg.error, msg.reason or os.strerror(-msg.error))
-        elif isinstance(msg, GenlMessage):
-            result.replies.append(msg)
+            # Only while turning the markers on: that one request always answers.
+            txn.feed(self._read_record(self._deadline_left(deadline)))
+            return txn.outcome()
+        while not txn.done:
+            txn.feed(self._read_record(self._deadline_left(deadline)))
+        return txn.outcome()
 
     def dump(
         self, family: str, cmd: int, attrs: Any = None, *, dp_ifindex: Any = 0
     ) -> Iterator[GenlMessage]:
         """Iterate a dump, reading records as it goes.  Leaving the loop early drains the rest
         (a socket can run one dump at a time, and its remains would confuse later requests)."""
-        seq = next(self._seq)
-        fam = self.family(family)
-        msg = GenlMessage(
-            fam.id,
-            NLM_F_REQUEST | NLM_F_DUMP | NLM_F_ACK,
-            seq,
-            self.pid,
-            cmd,
-            fam.version,
-            dp_ifindex if fam.codec.hdrsize else None,
-            attrs or {},
-        )
-        self._send(encode_genl(msg, fam.codec))
-        done = marker = False
-        error: NetlinkError | None = None
+        self.family(family)
+        record, state = self.session.dump(family, cmd, attrs, dp_ifindex)
+        self._send(record)
         try:
-            while not marker:
-                for reply in self._read_record(self.timeout):
-                    if isinstance(reply, NoopMessage) and reply.seq == seq:
-                        marker = True
-                    elif reply.seq != seq:
-                        self._stash(reply)
-                    elif isinstance(reply, DoneMessage):
-                        done = True
-                        if reply.error:
-                            error = NetlinkError(-reply.error, reply.reason or "dump failed")
-                    elif isinstance(reply, ErrorMessage):
-                        if reply.error:
-                            error = NetlinkError(-reply.error, reply.reason or "dump refused")
-                    elif isinstance(reply, GenlMessage) and not done:
-                        yield reply
-            if error is not None:
-                raise error
+            while not state.done:
+                yield from state.feed(self._read_record(self.timeout))
+            if state.error is not None:
+                raise state.error
         finally:
-            while not marker:  # the consumer stopped early: read the dump to its end
-                for reply in self._read_record(self.timeout):
-                    if isinstance(reply, NoopMessage) and reply.seq == seq:
-                        marker = True
-                    elif reply.seq != seq:
-                        self._stash(reply)
+            while not state.done:  # the consumer stopped early: read the dump to its end
+                state.feed(self._read_record(self.timeout))
 
     # -- socket properties and groups -------------------------------------------------------
 
@@ -343,15 +439,12 @@ class NetlinkSocket:
     def claim_pid(self, pid: int) -> None:
         """Take a specific PID, as bind() does (EADDRINUSE if another socket holds it)."""
         reply = self.transact(CONTROL_FAMILY, CTRL_SET_PID, {"sock_pid": pid})[0]
-        self.pid = reply.attrs["sock_pid"]
+        self.session.pid = reply.attrs["sock_pid"]
 
     def group_id(self, family: str, group: str) -> int:
         """The id of a family's multicast group."""
-        fam = self.family(family)
-        try:
-            return fam.groups[group]
-        except KeyError:
-            raise NetlinkError(errno.ENOENT, f"family {family} has no group {group!r}") from None
+        self.family(family)
+        return self.session.group_id(family, group)
 
     def join(self, family: str, group: str) -> None:
         """Join a multicast group."""
@@ -376,23 +469,14 @@ class NetlinkSocket:
         queue overflowed): what arrived before the overrun has been returned by earlier calls;
         the caller should resynchronise (re-read state) and call again.
         """
-        if not self._unsolicited:
+        if not self.session.unsolicited:
             try:
                 for msg in self._read_record(timeout):
-                    self._stash(msg)
+                    self.session.stash(msg)
             except TimeoutError:
                 return []
             self._drain_nonblocking()
-        out: list[AnyMessage] = []
-        while self._unsolicited:
-            msg = self._unsolicited.popleft()
-            if isinstance(msg, ErrorMessage) and msg.error == -errno.ENOBUFS and msg.seq == 0:
-                if out:
-                    self._unsolicited.appendleft(msg)
-                    return out
-                raise NetlinkError(errno.ENOBUFS, msg.reason or "receive queue overrun")
-            out.append(msg)
-        return out
+        return self.session.take_unsolicited()
 
     def _drain_nonblocking(self) -> None:
         while True:
@@ -401,4 +485,145 @@ class NetlinkSocket:
             except TimeoutError:
                 return
             for msg in messages:
-                self._stash(msg)
+                self.session.stash(msg)
+
+
+# --- the trio driver --------------------------------------------------------------------------
+
+
+class AsyncNetlinkSocket:
+    """The same socket for trio code: ``sock = await AsyncNetlinkSocket.connect(path)``."""
+
+    def __init__(self, path: str, sock: trio.socket.SocketType) -> None:
+        self.path = path
+        self.sock = sock
+        self.session = Session()
+        self.markers = False
+        self._lock = trio.Lock()  # one exchange at a time: replies are read in order
+
+    @classmethod
+    async def connect(cls, path: str | None = None) -> AsyncNetlinkSocket:
+        """Connect, learn the PID, turn the markers on, learn the service's families."""
+        path = path or default_socket_path()
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            await sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            raise ServiceGone(
+                f"no ovsdp service on {path} ({os.strerror(exc.errno or 0)})"
+            ) from None
+        self = cls(path, sock)
+        await self.family(CONTROL_FAMILY)
+        props = (await self.transact(CONTROL_FAMILY, CTRL_SOCK_PROP, {"txn_markers": 1}))[0].attrs
+        self.session.pid = props["sock_pid"]
+        self.markers = True
+        async for reply in self.dump(NLCTRL.name, CtrlCmd.GETFAMILY):
+            codec = KNOWN_FAMILIES.get(reply.attrs.get("family_name", ""))
+            if codec is not None and codec.name not in self.session.families:
+                self.session.learn(reply.attrs, codec)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.session.pid
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.sock.close()
+
+    async def __aenter__(self) -> AsyncNetlinkSocket:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    async def _send(self, record: bytes) -> None:
+        try:
+            await self.sock.send(record)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise ServiceGone(f"the ovsdp service on {self.path} went away ({exc})") from None
+
+    async def _read_record(self) -> list[AnyMessage]:
+        try:
+            data = await self.sock.recv(MAX_RECORD)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            raise ServiceGone(f"the ovsdp service on {self.path} closed the connection")
+        return self.session.decode(data)
+
+    async def family(self, name: str, codec: GenlFamily | None = None) -> ResolvedFamily:
+        """Resolve a family by name through nlctrl (cached)."""
+        known = self.session.families.get(name)
+        if known is not None:
+            return known
+        codec = self.session.codec_for(name, codec)
+        reply = (await self.transact(NLCTRL.name, CtrlCmd.GETFAMILY, {"family_name": name}))[0]
+        return self.session.learn(reply.attrs, codec)
+
+    async def transact(
+        self, family: str, cmd: int, attrs: Any = None, *, flags: int = 0, dp_ifindex: Any = 0
+    ) -> list[GenlMessage]:
+        """Send one request and return its replies; raise NetlinkError if it failed."""
+        return _result(
+            await self.transact_many([Request(family, cmd, attrs or {}, flags, dp_ifindex)])
+        )
+
+    async def transact_many(self, requests: Sequence[Request]) -> list[Result]:
+        """Several requests in one record; each gets its replies or its error."""
+        for req in requests:
+            await self.family(req.family)
+        async with self._lock:
+            record, txn = self.session.transaction(requests)
+            await self._send(record)
+            if not self.markers:
+                txn.feed(await self._read_record())
+                return txn.outcome()
+            while not txn.done:
+                txn.feed(await self._read_record())
+            return txn.outcome()
+
+    async def dump(
+        self, family: str, cmd: int, attrs: Any = None, *, dp_ifindex: Any = 0
+    ) -> AsyncIterator[GenlMessage]:
+        """Iterate a dump as it is read."""
+        await self.family(family)
+        async with self._lock:
+            record, state = self.session.dump(family, cmd, attrs, dp_ifindex)
+            await self._send(record)
+            try:
+                while not state.done:
+                    for entry in state.feed(await self._read_record()):
+                        yield entry
+                if state.error is not None:
+                    raise state.error
+            finally:
+                with trio.CancelScope(shield=True):
+                    while not state.done:
+                        state.feed(await self._read_record())
+
+    async def join(self, family: str, group: str) -> None:
+        """Join a multicast group."""
+        await self.family(family)
+        gid = self.session.group_id(family, group)
+        await self.transact(
+            CONTROL_FAMILY, CTRL_MC_SUBSCRIBE, {"mcast_grp": gid, "mcast_join": 1}, flags=NLM_F_ACK
+        )
+
+    async def leave(self, family: str, group: str) -> None:
+        """Leave a multicast group."""
+        await self.family(family)
+        gid = self.session.group_id(family, group)
+        await self.transact(
+            CONTROL_FAMILY, CTRL_MC_SUBSCRIBE, {"mcast_grp": gid, "mcast_join": 0}, flags=NLM_F_ACK
+        )
+
+    async def recv(self) -> list[AnyMessage]:
+        """Wait for unsolicited messages (wrap in trio.move_on_after for a timeout); raises
+        NetlinkError(ENOBUFS) after an overrun, as the blocking recv does."""
+        if not self.session.unsolicited:
+            async with self._lock:
+                for msg in await self._read_record():
+                    self.session.stash(msg)
+        return self.session.take_unsolicited()
