@@ -702,9 +702,7 @@ class PortMonitor:
             if not isinstance(msg, GenlMessage) or msg.dp_ifindex != self.dpif.dp_ifindex:
                 continue
             attrs = msg.attrs
-            kind = {VportCmd.NEW: "added", VportCmd.DEL: "deleted", VportCmd.SET: "changed"}.get(
-                msg.cmd
-            )
+            kind = _EVENT_KINDS.get(msg.cmd)
             if kind is None:
                 continue
             port_no = attrs.get("port_no")
