@@ -139,6 +139,10 @@ class FlowFamily:
         flags = request.attrs.get("ufid_flags", 0)
         return request.reply(cmd, flow_attrs(flow, flags), dp.ifindex)
 
+    def _echo(self, request: Request, cmd: int, dp: Datapath, flow: Flow) -> list[GenlMessage]:
+        # NEW/SET answer only with NLM_F_ECHO: don't build a reply nobody will see
+        return [self._reply(request, cmd, dp, flow)] if request.echo else []
+
     def _notify(self, request: Request, cmd: int, dp: Datapath, flow: Flow) -> None:
         # Like the kernel, build the message only when someone listens.
         device = request.device
@@ -160,7 +164,8 @@ class FlowFamily:
             raise einval("OVS_FLOW_CMD_NEW needs OVS_FLOW_ATTR_ACTIONS (an empty list drops)")
         ufid = _ufid(attrs)
         key, mask = attrs_to_key(attrs["key"], attrs.get("mask"))
-        validate_actions(attrs["actions"], key_to_attrs(key, mask), mask_to_attrs(key, mask))
+        # validated against the match as the request states it, as the kernel does
+        validate_actions(attrs["actions"], attrs["key"], attrs.get("mask"))
         raw, program = self._program(attrs["actions"])
         table = dp.flows
         flow = table.find_ufid(ufid) if ufid is not None else None
@@ -170,7 +175,7 @@ class FlowFamily:
             flow = Flow(key, table.mask(mask), raw, program, ufid)
             table.insert(flow)
             self._notify(request, FlowCmd.NEW, dp, flow)
-            return [self._reply(request, FlowCmd.NEW, dp, flow)]
+            return self._echo(request, FlowCmd.NEW, dp, flow)
         if request.flags & (NLM_F_CREATE | NLM_F_EXCL):
             raise NetlinkError(errno.EEXIST, "the flow exists (NLM_F_CREATE)")
         if not self._same_match(flow, key, mask, ufid):
@@ -183,7 +188,7 @@ class FlowFamily:
                 raise NetlinkError(errno.ENOENT, "the UFID's flow has a different match")
         flow.set_actions(raw, program)  # statistics kept
         self._notify(request, FlowCmd.NEW, dp, flow)
-        return [self._reply(request, FlowCmd.NEW, dp, flow)]
+        return self._echo(request, FlowCmd.NEW, dp, flow)
 
     @staticmethod
     def _same_match(flow: Flow, key: bytes, mask: bytes, ufid: bytes | None) -> bool:
@@ -207,7 +212,7 @@ class FlowFamily:
         if attrs.get("clear"):
             flow.clear_stats()
         self._notify(request, FlowCmd.SET, dp, flow)
-        return [self._reply(request, FlowCmd.SET, dp, flow)]
+        return self._echo(request, FlowCmd.SET, dp, flow)
 
     def get(self, request: Request) -> list[GenlMessage]:
         dp = self._dp(request)
