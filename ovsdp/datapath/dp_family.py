@@ -23,7 +23,7 @@ def datapath_attrs(dp: Datapath) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "name": dp.name,
         "stats": OvsDpStats(s.n_hit, s.n_missed, s.n_lost, dp.n_flows),
-        "megaflow_stats": OvsDpMegaflowStats(s.n_mask_hit, dp.n_masks, s.n_cache_hit),
+        "megaflow_stats": OvsDpMegaflowStats(dp.flows.n_mask_hit, dp.n_masks, dp.flows.n_cache_hit),
         "user_features": dp.user_features,
         "masks_cache_size": dp.masks_cache_size,
     }

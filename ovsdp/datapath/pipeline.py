@@ -40,6 +40,8 @@ from .datapath import Datapath
 if TYPE_CHECKING:
     from .extension import OvsExtension
 
+ETH_HLEN = 14
+
 MAX_RECIRCULATIONS = 8
 """Recirculations of one packet (the kernel nests at most a handful: OVS_RECURSION_LIMIT 5)."""
 
@@ -118,6 +120,8 @@ class ActionRunner:
         self.parent: FrameRef | _Own = OWN
         self.sends: list[Packet] = []
         self.upcalls: dict[int, list[bytes]] = {}
+        # the vport each upcall counts against (a miss's in-port; None: not counted), by PID
+        self.upcall_ports: dict[int, list[Vport | None]] = {}
         self.recirc: list[tuple[bytes, PacketMeta]] = []
 
     # -- the ActionSink protocol --------------------------------------------------------------
@@ -151,6 +155,7 @@ class ActionRunner:
             return
         record = pipeline.upcall_channel.action(self.dp, key, frame, meta, attrs, actions, orig_len)
         self.upcalls.setdefault(pid, []).append(record)
+        self.upcall_ports.setdefault(pid, []).append(None)
 
     def recirculate(self, frame: bytes, meta: PacketMeta) -> None:
         """Back through the flow table with the new recirc_id (after this packet's actions)."""
@@ -193,6 +198,8 @@ class Pipeline:
             switch.complete(len(frames))
             return
         dp, vport = binding
+        if frames and min(map(len, frames)) < ETH_HLEN:
+            frames = self._drop_runts(frames)
         stats = vport.stats
         stats.rx_packets += len(frames)
         stats.rx_bytes += sum(map(len, frames))
@@ -246,6 +253,15 @@ class Pipeline:
             self._run_actions(dp, vport, others)
         if misses:
             self._upcall_misses(dp, vport, misses)
+
+    def _drop_runts(self, frames: list[bytes]) -> list[bytes]:
+        """Frames too short for an Ethernet header are dropped and counted (no netdev passes
+        them to the kernel's datapath); the rest go on."""
+        kept = [frame for frame in frames if len(frame) >= ETH_HLEN]
+        runts = len(frames) - len(kept)
+        self.short_frames += runts
+        self.switch.complete(runts)
+        return kept
 
     def _run_actions(self, dp: Datapath, vport: Vport, others: list[tuple[Flow, bytes]]) -> None:
         """Frames whose flow has actions other than one output: run them one by one."""
@@ -315,6 +331,9 @@ class Pipeline:
             stats.tx_packets += 1
             stats.tx_bytes += len(frame)
             return
+        if vport.state is VportState.ABSENT:
+            stats.tx_dropped += 1  # its switch port is gone: no tunnel, nowhere to send
+            return
         if vport.port_no == OVSP_LOCAL:
             # the local port has no NIC in ovsdp: counted as sent, then gone
             stats.tx_packets += 1
@@ -335,7 +354,8 @@ class Pipeline:
             self.switch.send(sends)
         if runner.upcalls:
             upcalls, runner.upcalls = runner.upcalls, {}
-            self._deliver(runner.dp, upcalls)
+            ports, runner.upcall_ports = runner.upcall_ports, {}
+            self._deliver(runner.dp, upcalls, ports)
 
     def send_complete(self, packets: list[Packet]) -> None:
         """The switch delivered packets the extension created: release their references."""
@@ -404,12 +424,25 @@ class Pipeline:
             return
         record = self.upcall_channel.miss(dp, key, frame, hash_)
         runner.upcalls.setdefault(pid, []).append(record)
+        runner.upcall_ports.setdefault(pid, []).append(vport)
         if vport is not None:
-            vport.upcall_success += 1  # corrected below if the socket refuses it
+            vport.upcall_success += 1  # corrected in _deliver if the socket refuses it
 
-    def _deliver(self, dp: Datapath, upcalls: dict[int, list[bytes]]) -> None:
+    def _deliver(
+        self,
+        dp: Datapath,
+        upcalls: dict[int, list[bytes]],
+        ports: dict[int, list[Vport | None]],
+    ) -> None:
         channel = self.upcall_channel
         assert channel is not None
         for pid, records in upcalls.items():
-            taken = channel.deliver(pid, records)
-            dp.stats.n_lost += len(records) - taken
+            lost = len(records) - channel.deliver(pid, records)
+            if lost:
+                dp.stats.n_lost += lost
+                # The socket took what fitted: the refused upcalls count as failures of their
+                # in-ports (the last ones', exact when one port's misses filled the queue).
+                for vport in ports.get(pid, [])[-lost:]:
+                    if vport is not None:
+                        vport.upcall_success -= 1
+                        vport.upcall_fail += 1
