@@ -275,6 +275,20 @@ def test_userspace_action_with_userdata(env: Env) -> None:
     assert env.stats().n_missed == 0
 
 
+def test_action_upcalls_carry_the_packets_hash_and_count_on_the_in_port(env: Env) -> None:
+    """Like MISS upcalls, ACTION upcalls carry the packet's own hash (one per flow of traffic,
+    not a constant) and count in the in-port's upcall stats, as the kernel counts every upcall."""
+    env.put(l2_megaflow_text(), f"userspace(pid={env.handler.pid},userdata(0102030405060708)),2")
+    a, b = udp_frame(1), udp_frame(2)
+    before = env.vport("vm1")["upcall_stats"]["success"]
+    env.inject("vm1", [a, b, a])
+    m1, m2, m3 = env.upcalls(3)
+    assert all(m.cmd == PacketCmd.ACTION for m in (m1, m2, m3))
+    assert m1.attrs["hash"] == m3.attrs["hash"] != m2.attrs["hash"]
+    assert env.vport("vm1")["upcall_stats"]["success"] == before + 3
+    env.take("vm2")
+
+
 def test_userspace_action_flag_trunc_and_order(env: Env) -> None:
     acts = [("trunc", 60), ("userspace", {"pid": env.handler.pid, "actions": True}), ("output", 2)]
     env.flow(FlowCmd.NEW, {"key": key(udp_key_text()), "actions": acts})

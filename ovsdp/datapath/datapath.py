@@ -21,13 +21,11 @@ without TC skb extensions."""
 
 @dataclass
 class DatapathStats:
-    """What ovs_dp_stats and ovs_dp_megaflow_stats report (n_flows comes from the table)."""
+    """What ovs_dp_stats reports (n_flows, and the megaflow stats, come from the flow table)."""
 
     n_hit: int = 0
     n_missed: int = 0
     n_lost: int = 0
-    n_mask_hit: int = 0
-    n_cache_hit: int = 0
 
 
 def check_features(features: int) -> None:

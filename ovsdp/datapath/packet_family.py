@@ -75,6 +75,7 @@ class PacketFamily:
         attrs: Mapping[Any, Any],
         actions: list[Action] | None,
         orig_len: int | None,
+        hash_: int,
     ) -> bytes:
         """OVS_PACKET_CMD_ACTION: KEY, [USERDATA], [EGRESS_TUN_KEY], [ACTIONS], [MRU], [LEN],
         HASH, PACKET."""
@@ -92,7 +93,7 @@ class PacketFamily:
             out["mru"] = meta.mru
         if orig_len is not None:
             out["len"] = orig_len
-        out["hash"] = (meta.hash or 1) | OVS_PACKET_HASH_SW_BIT
+        out["hash"] = hash_ | OVS_PACKET_HASH_SW_BIT
         out["packet"] = frame
         return self._encode(PacketCmd.ACTION, dp, out)
 

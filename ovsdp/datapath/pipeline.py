@@ -73,6 +73,7 @@ class Upcalls(Protocol):
         attrs: Mapping[Any, Any],
         actions: list[Action] | None,
         orig_len: int | None,
+        hash_: int,
     ) -> bytes:
         """An encoded OVS_PACKET_CMD_ACTION."""
 
@@ -145,17 +146,25 @@ class ActionRunner:
         """An ACTION upcall to the action's PID (0xFFFFFFFF: this datapath's per-CPU PID)."""
         pipeline = self.pipeline
         key = pipeline.key_of(frame, meta)
+        hash_ = meta.hash or flow_hash(key)  # the packet's hash, as the kernel sends it
+        in_port = self.dp.vports.get(meta.in_port)  # the kernel counts every upcall there
         pid = attrs.get("pid", 0)
         if self.pid is not None:
             pid = self.pid
         elif pid == 0xFFFFFFFF:
-            pid = self.dp.miss_pid(None, meta.hash or flow_hash(key))
+            pid = self.dp.miss_pid(None, hash_)
         if not pid or pipeline.upcall_channel is None:
             self.dp.stats.n_lost += 1
+            if in_port is not None:
+                in_port.upcall_fail += 1
             return
-        record = pipeline.upcall_channel.action(self.dp, key, frame, meta, attrs, actions, orig_len)
+        record = pipeline.upcall_channel.action(
+            self.dp, key, frame, meta, attrs, actions, orig_len, hash_
+        )
         self.upcalls.setdefault(pid, []).append(record)
-        self.upcall_ports.setdefault(pid, []).append(None)
+        self.upcall_ports.setdefault(pid, []).append(in_port)
+        if in_port is not None:
+            in_port.upcall_success += 1  # corrected in _deliver if the socket refuses it
 
     def recirculate(self, frame: bytes, meta: PacketMeta) -> None:
         """Back through the flow table with the new recirc_id (after this packet's actions)."""
