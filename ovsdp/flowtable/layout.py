@@ -32,6 +32,25 @@ import struct
 from functools import lru_cache
 from typing import NamedTuple
 
+from ..netlink.constants import (  # re-exported: the flow-key modules import them from here
+    ETH_HLEN as ETH_HLEN,
+    ETH_P_802_2 as ETH_P_802_2,
+    ETH_P_8021AD as ETH_P_8021AD,
+    ETH_P_8021Q as ETH_P_8021Q,
+    ETH_P_ARP as ETH_P_ARP,
+    ETH_P_IP as ETH_P_IP,
+    ETH_P_IPV6 as ETH_P_IPV6,
+    ETH_P_MPLS_MC as ETH_P_MPLS_MC,
+    ETH_P_MPLS_UC as ETH_P_MPLS_UC,
+    ETH_P_NSH as ETH_P_NSH,
+    ETH_P_RARP as ETH_P_RARP,
+    IPPROTO_ICMP as IPPROTO_ICMP,
+    IPPROTO_ICMPV6 as IPPROTO_ICMPV6,
+    IPPROTO_SCTP as IPPROTO_SCTP,
+    IPPROTO_TCP as IPPROTO_TCP,
+    IPPROTO_UDP as IPPROTO_UDP,
+)
+
 # --- constants ------------------------------------------------------------------------------
 
 NO_IN_PORT = 0xFFFF
@@ -40,28 +59,12 @@ NO_IN_PORT = 0xFFFF
 MAC_PROTO_NONE = 0
 MAC_PROTO_ETHERNET = 1
 
-ETH_HLEN = 14
-ETH_P_802_2 = 0x0004  # the kernel's eth_type for 802.3 frames without a SNAP ethertype
-ETH_P_IP = 0x0800
-ETH_P_ARP = 0x0806
-ETH_P_RARP = 0x8035
-ETH_P_8021Q = 0x8100
-ETH_P_8021AD = 0x88A8
-ETH_P_IPV6 = 0x86DD
-ETH_P_MPLS_UC = 0x8847
-ETH_P_MPLS_MC = 0x8848
-ETH_P_NSH = 0x894F
 VLAN_TPIDS = (ETH_P_8021Q, ETH_P_8021AD)
 VLAN_CFI = 0x1000
 MPLS_LABEL_DEPTH = 3
 
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
 IPPROTO_FRAGMENT = 44
-IPPROTO_ICMPV6 = 58
 IPPROTO_NONE = 59
-IPPROTO_SCTP = 132
 
 FRAG_NONE = 0
 FRAG_FIRST = 1

@@ -251,6 +251,7 @@ OVS_PACKET_HASH_L4_BIT = 1 << 33
 
 # ext-ack attributes in an NLMSG_ERROR (NLMSGERR_ATTR_*) live in the schema module.
 
+ETH_HLEN = 14
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
 ETH_P_RARP = 0x8035
