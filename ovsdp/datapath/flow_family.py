@@ -203,16 +203,21 @@ class FlowFamily:
         dp = self._dp(request)
         flow = self._find(dp, attrs)
         if "actions" in attrs:
-            key = flow.unmasked if flow.unmasked is not None else flow.key
-            mask = flow.mask.value
-            if "mask" in attrs and "key" in attrs:
-                key, mask = attrs_to_key(attrs["key"], attrs["mask"])
-            validate_actions(attrs["actions"], key_to_attrs(key, mask), mask_to_attrs(key, mask))
+            if "key" in attrs:  # validated against the match the request states, as NEW
+                validate_actions(attrs["actions"], attrs["key"], attrs.get("mask"))
+            else:  # named by UFID alone: against the flow's own match
+                key, mask = flow.key, flow.mask.value
+                validate_actions(
+                    attrs["actions"], key_to_attrs(key, mask), mask_to_attrs(key, mask)
+                )
             flow.set_actions(*self._program(attrs["actions"]))
+        # The reply (and the notification) shows the statistics from before a CLEAR, as the
+        # kernel builds its reply before it clears them.
+        reply = self._echo(request, FlowCmd.SET, dp, flow)
+        self._notify(request, FlowCmd.SET, dp, flow)
         if attrs.get("clear"):
             flow.clear_stats()
-        self._notify(request, FlowCmd.SET, dp, flow)
-        return self._echo(request, FlowCmd.SET, dp, flow)
+        return reply
 
     def get(self, request: Request) -> list[GenlMessage]:
         dp = self._dp(request)
