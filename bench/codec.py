@@ -3,14 +3,15 @@
 The message: nlmsghdr, genlmsghdr, ovs_header; a key with in_port, ethernet, eth_type, ipv4, tcp
 and tcp_flags; the matching mask; actions with one output.  Measured side by side in one run:
 
-* ovsdp: the compiled codec (encode_genl + decode_record);
+* ovsdp: the compiled codec (encode_genl + decode_record), with its shape codecs for the
+  message's layout (learned in the first few calls); ``--generic`` turns them off;
 * pyroute2: the same message declared as pyroute2 genlmsg/nla classes, .encode() and .decode();
 * hand-written: a minimal struct codec that knows exactly this message and nothing else;
 * construct: the schema interpreted by construct (what the hot path must never do).
 
 Targets (issue 2): ovsdp >= 10x pyroute2 and >= 0.5x the hand-written codec.
 
-Run: .venv/bin/python -m bench.codec [--rounds N] [--seconds S]
+Run: .venv/bin/python -m bench.codec [--rounds N] [--seconds S] [--generic]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from pyroute2.netlink import genlmsg, nla
 
 from ovsdp.demo import example_flow_message
-from ovsdp.netlink import GenlMessage, decode_record, encode_genl, schema
+from ovsdp.netlink import GenlMessage, decode_record, encode_genl, schema, shapes
 from ovsdp.netlink.families import OVS_FLOW
 
 from .harness import measure, print_ratios, print_table
@@ -210,7 +211,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.3)
+    parser.add_argument(
+        "--generic", action="store_true", help="ovsdp without shape codecs (the generic loop)"
+    )
     args = parser.parse_args()
+    if args.generic:
+        shapes.set_enabled(False)
 
     msg = example_flow_message(FAMILY_ID)
     families = {FAMILY_ID: OVS_FLOW}
@@ -233,7 +239,11 @@ def main() -> int:
         "pyroute2": lambda: pyroute2_roundtrip(msg),
         "construct": lambda: schema.ovs_flow.parse(schema.ovs_flow.build(msg.attrs)),
     }
-    print(f"OVS_FLOW_CMD_NEW, {len(wire)} bytes: encode + decode, {args.rounds} interleaved rounds")
+    mode = "generic codec only" if args.generic else "with shape codecs"
+    print(
+        f"OVS_FLOW_CMD_NEW, {len(wire)} bytes: encode + decode, {args.rounds} interleaved rounds"
+        f" (ovsdp {mode})"
+    )
     result = measure(cases, rounds=args.rounds, seconds=args.seconds)
     print_table("rates (messages/s, encode + decode):", result, "msg/s")
     print("ratios (median over rounds):")

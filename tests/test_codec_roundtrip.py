@@ -21,11 +21,9 @@ from typing import Any
 
 import construct as cs
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ovsdp.netlink import families as families_module
-from ovsdp.netlink import message
+from ovsdp.netlink import families as families_module, message
 from ovsdp.netlink.codec import CODECS, MAX_NEST_DEPTH, compile_new_spaces
 from ovsdp.netlink.constants import NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_MULTI, NLMSG_MIN_TYPE
 from ovsdp.netlink.message import (
@@ -42,6 +40,7 @@ from ovsdp.netlink.message import (
 )
 from ovsdp.netlink.nla import (
     SPACES,
+    ByLength,
     Masked,
     Nested,
     NestedList,
@@ -126,6 +125,9 @@ def value_strategy(con: Any, depth: int = 0) -> st.SearchStrategy[Any]:
         return _same_size_pair(con.subcon, depth)
     if isinstance(con, NlFlag):
         return st.just(True)
+    if isinstance(con, ByLength):
+        # the value of one of the alternatives (their names are drawn by space_strategy)
+        return st.one_of(*(value_strategy(alt, depth) for _, alt in con.alternatives.values()))
     if isinstance(con, NulString):
         return _utf8_at_most(con.maxlen)
     if con is cs.GreedyBytes:
@@ -171,10 +173,21 @@ def space_strategy(name: str, depth: int = 0) -> st.SearchStrategy[Any]:
         return cached
     space = SPACES[name]
     fields = {}
+    # a ByLength attribute: at most one of its names (they share one attribute number)
+    choices: list[st.SearchStrategy[dict[str, Any]]] = []
     for _number, (fname, con) in sorted(space.fields.items()):
         if isinstance(con, Pad):
             continue
         if depth >= NEST_BOUND and _is_nest(con):
+            continue
+        if isinstance(con, ByLength):
+            alts = [
+                value_strategy(alt, depth).map(lambda v, n=alt_name: {n: v})
+                for alt_name, alt in con.alternatives.values()
+            ]
+            choices.append(st.one_of(st.just({}), *alts))
+            for alt_name, alt in con.alternatives.values():
+                fields[alt_name] = value_strategy(alt, depth)  # for seq spaces' items
             continue
         fields[fname] = value_strategy(con, depth)
     unknown = st.tuples(unknown_numbers(name), st.binary(max_size=12))
@@ -186,7 +199,18 @@ def space_strategy(name: str, depth: int = 0) -> st.SearchStrategy[Any]:
         )
         strategy = st.lists(item, max_size=6)
     else:
-        known = st.fixed_dictionaries({}, optional=fields)
+        alternative_names = {
+            alt_name
+            for con in (c for _, c in space.fields.values())
+            if isinstance(con, ByLength)
+            for alt_name, _ in con.alternatives.values()
+        }
+        plain = {k: v for k, v in fields.items() if k not in alternative_names}
+        known = st.fixed_dictionaries({}, optional=plain)
+        if choices:
+            known = st.tuples(known, *choices).map(
+                lambda parts: {k: v for part in parts for k, v in part.items()}
+            )
         extra = st.lists(unknown, max_size=2, unique_by=lambda kv: kv[0]).map(dict)
         strategy = st.tuples(known, extra).map(lambda pair: {**pair[0], **pair[1]})
     _SPACE_CACHE[key] = strategy
@@ -259,10 +283,11 @@ def test_space_roundtrip(name: str, data: st.DataObject) -> None:
     interpreted_equal_fast(name, value)
 
 
+# every name, each alternative of a ByLength attribute included
 _FIELDS = sorted(
     (space_name, fname)
     for space_name, sp in SPACES.items()
-    for fname, con in sp.fields.values()
+    for fname, con in sp.constructs.items()
     if not isinstance(con, Pad)
 )
 
@@ -273,7 +298,7 @@ _FIELDS = sorted(
 def test_each_attribute_alone(name: str, fname: str, data: st.DataObject) -> None:
     """Every declared attribute is exercised at least this way (a space-wide draw may skip it)."""
     space = SPACES[name]
-    con = space.fields[space.numbers[fname]][1]
+    con = space.constructs[fname]
     value = data.draw(value_strategy(con, 1), label=fname)
     wrapped: Any = [(fname, value)] if space.kind == "seq" else {fname: value}
     raw = interpreted_equal_fast(name, wrapped)
@@ -379,6 +404,40 @@ def test_known_bytes_of_a_flow_key() -> None:
         "0800 1500 12345678"  # mpls be32 array
     )
     assert interpreted_equal_fast("ovs_key", value) == expect
+
+
+def test_known_bytes_of_tunnel_key_attribute_16() -> None:
+    # one number, two meanings told apart by length: the kernel's IPV4_INFO_BRIDGE (a flag) and
+    # OVS userspace's GTPU_OPTS (struct gtpu_metadata: flags u8, msgtype u8)
+    from ovsdp.netlink.structs import GtpuMetadata
+
+    flag = interpreted_equal_fast("ovs_tunnel_key", {"ipv4_info_bridge": True})
+    assert flag == bytes.fromhex("0400 1000")
+    gtpu = interpreted_equal_fast("ovs_tunnel_key", {"gtpu_opts": GtpuMetadata(0x30, 0xFF)})
+    assert gtpu == bytes.fromhex("0600 1000 30ff 0000")
+    assert type(CODECS["ovs_tunnel_key"].decode(gtpu)["gtpu_opts"]) is GtpuMetadata
+    # in a masked set: value then mask, each 2 bytes; the flag stays a flag
+    masked = {"gtpu_opts": (GtpuMetadata(1, 2), GtpuMetadata(0xFF, 0xF0))}
+    assert interpreted_equal_fast("ovs_tunnel_key_masked", masked) == bytes.fromhex(
+        "0800 1000 0102 fff0"
+    )
+    flag_masked = interpreted_equal_fast("ovs_tunnel_key_masked", {"ipv4_info_bridge": True})
+    assert flag_masked == bytes.fromhex("0400 1000")
+
+
+def test_known_bytes_of_tunnel_push() -> None:
+    # offsetof(struct ovs_action_push_tnl, header) + header_len bytes, as OVS sends it
+    from ovsdp.netlink.structs import OvsActionPushTnl
+
+    push = OvsActionPushTnl(tnl_port=3, out_port=4, header_len=6, tnl_type=5, header=b"abcdef")
+    raw = interpreted_equal_fast("ovs_action", [("tunnel_push", push)])
+    assert raw == bytes.fromhex(
+        "1a00 1a00"  # nla_len 4 + 16 + 6, type 26
+        "03000000 04000000 06000000 05000000"  # tnl_port, out_port, header_len, tnl_type (host)
+        "616263646566 0000"  # the header, then padding to 4
+    )
+    empty = OvsActionPushTnl(1, 2, 0, 4, b"")
+    assert interpreted_equal_fast("ovs_action", [("tunnel_push", empty)])[:2] == b"\x14\x00"
 
 
 # --- whole messages -------------------------------------------------------------------------

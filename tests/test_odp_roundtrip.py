@@ -5,16 +5,17 @@ UFIDs, port names, errors, and property tests of key text round trips."""
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ovsdp.netlink import CODECS
 from ovsdp.netlink.structs import (
     ErspanMetadata,
+    GtpuMetadata,
     OvsKeyArp,
     OvsKeyCtTupleIpv4,
     OvsKeyCtTupleIpv6,
@@ -63,7 +64,7 @@ ACTIONS = _lines("odp-actions.txt")
 
 # Attributes the Linux datapath knows (the rest exist only in OVS's userspace datapath).
 USERSPACE_ONLY_KEYS = {"packet_type", "nd_extensions"}
-USERSPACE_ONLY_TUNNEL = {16}  # GTPU_OPTS; the kernel's 16 is a flag
+USERSPACE_ONLY_TUNNEL = {"gtpu_opts"}  # attribute 16 with 2 bytes; the kernel's 16 is a flag
 USERSPACE_ONLY_ACTIONS = {"tunnel_push", "tunnel_pop", "lb_output"}
 
 
@@ -153,6 +154,51 @@ def test_actions_through_netlink_bytes(index: int) -> None:
     decoded = ACTION_CODEC.decode(ACTION_CODEC.encode(actions))
     assert decoded == actions
     assert format_actions(decoded) == ACTIONS[index]
+
+
+TNL_PUSH = [line for line in ACTIONS if line.startswith("tnl_push(")]
+
+
+@pytest.mark.parametrize("index", range(len(TNL_PUSH)))
+def test_tnl_push_bytes_are_what_ovs_sends(index: int) -> None:
+    # odp_put_tnl_push_action sends offsetof(struct ovs_action_push_tnl, header) + header_len
+    # bytes: tnl_port, out_port, header_len, tnl_type (u32, host order), then the header
+    line = TNL_PUSH[index]
+    ((name, push),) = parse_actions(line)
+    raw = ACTION_CODEC.encode([(name, push)])
+    alen, atype = struct.unpack_from("=HH", raw)
+    assert (atype, alen) == (26, 4 + 16 + push.header_len)
+    prefix = struct.pack("<IIII", push.tnl_port, push.out_port, push.header_len, push.tnl_type)
+    assert raw[4:alen] == prefix + push.header
+    # bytes put together the way OVS does it read back to the same text
+    ovs = struct.pack("=HH", alen, 26) + prefix + push.header + bytes(-alen & 3)
+    assert format_actions(ACTION_CODEC.decode(ovs)) == line
+
+
+def test_tnl_push_vectors_count() -> None:
+    assert len(TNL_PUSH) == 14
+
+
+GTPU_KEYS = [
+    "tunnel(tun_id=0x7f10354,dst=10.10.10.10,ttl=64,gtpu(flags=0x30,msgtype=255),"
+    "flags(csum|key)),in_port(1)",
+    "tunnel(dst=1.1.1.1,ttl=64,gtpu(flags=0x30/0xf0,msgtype=255),flags(-df-csum)),in_port(1)",
+]
+
+
+@pytest.mark.parametrize("text", GTPU_KEYS)
+def test_gtpu_tunnel_key_through_netlink_bytes(text: str) -> None:
+    key, mask = parse_key(text)
+    assert format_key(key, mask) == text
+    gtpu = key["tunnel"]["gtpu_opts"]
+    assert type(gtpu) is GtpuMetadata and gtpu == (0x30, 255)
+    assert not _kernel_key(key)  # userspace-only: attribute 16 with a payload
+    raw = KEY_CODEC.encode(key)
+    # attribute 16 of the tunnel nest carries 2 bytes: flags, msgtype
+    assert struct.pack("=HH", 6, 16) + bytes([0x30, 255]) in raw
+    key2, mask2 = _through_bytes(key), _through_bytes(mask)
+    assert key2 == key and mask2 == mask
+    assert format_key(key2, mask2) == text
 
 
 def test_action_vectors_kernel_split() -> None:

@@ -6,15 +6,20 @@ attribute a decoder (a precompiled :class:`struct.Struct` plus the namedtuple cl
 and an encoder that emits header, payload and padding in a single ``pack`` call where the payload
 allows it.  The schema stays the single source of truth; nothing here repeats a number or layout.
 
+This is the *generic* codec: one loop over any attribute stream.  Each :class:`FastSpace` also
+counts the layouts it sees and dispatches recurring ones to shape codecs generated for exactly
+that layout (:mod:`ovsdp.netlink.shapes`), which give the same results or hand back to the loop.
+
 Use :data:`CODECS` (space name -> :class:`FastSpace`) or :func:`space`.
 """
 
 from __future__ import annotations
 
 import errno
+import operator
 import struct
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 import construct as cs
 
@@ -24,6 +29,7 @@ from .errors import NetlinkError, einval
 from .nla import (
     SPACES,
     AttributeSpace,
+    ByLength,
     Masked,
     Nested,
     NestedList,
@@ -60,11 +66,19 @@ Decoder = Callable[[Any, int, int, int], Any]
 Encoder = Callable[[Any], bytes]
 
 
-class _Skip:
-    """Marker returned by the decoder of a PAD attribute."""
+class Keyed:
+    """What a decoder returns when it also decides the attribute's name (a ByLength attribute);
+    the instance :data:`SKIP` means "no value" (a PAD attribute)."""
+
+    __slots__ = ("key", "others", "value")
+
+    def __init__(self, key: Any, value: Any, others: tuple[str, ...] = ()) -> None:
+        self.key = key
+        self.value = value
+        self.others = others  # the other names of the same attribute number
 
 
-SKIP = _Skip()
+SKIP = Keyed(None, None)
 
 
 class PayloadCodec:
@@ -257,6 +271,8 @@ def _compile_mixed_struct(con: Any, where: str) -> PayloadCodec:
         fields.append((named, struct.Struct(order + fmt)))
     size = sum(st.size for _, st in fields)
     make = tuple_class(con)._make
+    n_named = sum(named for named, _ in fields)
+    check_bytes = _check_byte_lengths(_byte_fields(con), where)
 
     def decode(buf: Any, s: int, e: int, depth: int) -> Any:
         if e - s != size:
@@ -270,10 +286,52 @@ def _compile_mixed_struct(con: Any, where: str) -> PayloadCodec:
         return make(values)
 
     def encode(value: Any) -> bytes:
-        it = iter(value)
+        values = tuple(value)
+        if len(values) != n_named:  # as strict as the interpreter (zip(..., strict=True))
+            raise ValueError(f"{where}: {len(values)} values for {n_named} fields")
+        check_bytes(values)
+        it = iter(values)
         return b"".join(st.pack(next(it)) if named else st.pack() for named, st in fields)
 
     return PayloadCodec(decode, encode, size)
+
+
+def _compile_tail_struct(con: Any, where: str) -> PayloadCodec:
+    """A Struct of fixed fields followed by a GreedyBytes tail (ovs_action_push_tnl's header):
+    at least the prefix's size; the tail is whatever follows."""
+    prefix = cs.Struct(*con.subcons[:-1])
+    order, fmt = _fixed_struct_parts(prefix)
+    if order == "mixed":
+        raise TypeError(f"{where}: a greedy-tail struct needs one byte order")
+    st = struct.Struct(order + fmt)
+    size = st.size
+    unpack = st.unpack_from
+    pack = st.pack
+    cls = tuple_class(con)
+    n_named = len(cls._fields)
+    check_bytes = _check_byte_lengths(_byte_fields(prefix), where)
+
+    def decode(buf: Any, s: int, e: int, depth: int) -> Any:
+        if e - s < size:
+            raise einval(f"{where}: expected at least {size} bytes, got {e - s}", s - 4)
+        return _tuple_new(cls, (*unpack(buf, s), bytes(buf[s + size : e])))
+
+    def encode(value: Any) -> bytes:
+        values = tuple(value)
+        if len(values) != n_named:
+            raise ValueError(f"{where}: {len(values)} values for {n_named} fields")
+        check_bytes(values)
+        return pack(*values[:-1]) + _bytes_value(values[-1])
+
+    return PayloadCodec(decode, encode)
+
+
+def _is_tail_struct(con: Any) -> bool:
+    """A Struct whose last field is a GreedyBytes (and no other field is)."""
+    if not isinstance(con, cs.Struct) or not con.subcons:
+        return False
+    last = con.subcons[-1]
+    return isinstance(last, cs.Renamed) and last.subcon is cs.GreedyBytes
 
 
 def _compile_array(elem: Any, where: str) -> PayloadCodec:
@@ -340,7 +398,34 @@ def _compile_payload(con: Any, where: str) -> PayloadCodec:
         return PayloadCodec(lambda buf, s, e, d: bytes(buf[s:e]), _bytes_value)
     if isinstance(con, cs.GreedyRange):
         return _compile_array(con.subcon, where)
+    if isinstance(con, ByLength):
+        return _by_length_codec(con, where)
+    if _is_tail_struct(con):
+        return _compile_tail_struct(con, where)
     return _compile_fixed(con, where)
+
+
+def _by_length_codec(con: ByLength, where: str) -> PayloadCodec:
+    """Decoder of a ByLength attribute: the payload length picks the alternative, and the
+    result says under which name it goes (a :class:`Keyed`).  Encoding is per name."""
+    names = tuple(name for name, _ in con.alternatives.values())
+    table = {
+        size: (name, _compile_payload(alt, f"{where}.{name}").decode, names)
+        for size, (name, alt) in con.alternatives.items()
+    }
+
+    def decode(buf: Any, s: int, e: int, depth: int) -> Keyed:
+        alt = table.get(e - s)
+        if alt is None:
+            sizes = " or ".join(str(n) for n in table)
+            raise einval(f"{where}: payload of {e - s} bytes, expected {sizes}", s - 4)
+        name, dec, others = alt
+        return Keyed(name, dec(buf, s, e, depth), others)
+
+    def encode(value: Any) -> bytes:
+        raise TypeError(f"{where} is encoded under one of its names {names}")
+
+    return PayloadCodec(decode, encode)
 
 
 def _nested_codec(space_name: str) -> PayloadCodec:
@@ -409,11 +494,32 @@ def _masked_codec(inner_con: Any, where: str) -> PayloadCodec:
 # what a value of the wrong type or shape raises somewhere inside an encoder
 _BAD_VALUE = (struct.error, TypeError, ValueError, OverflowError, AttributeError, LookupError)
 
+_unpack_word = struct.Struct("<I").unpack_from
+_first = operator.itemgetter(0)
+
 
 class FastSpace:
-    """The compiled codec of one :class:`~ovsdp.netlink.nla.AttributeSpace`."""
+    """The compiled codec of one :class:`~ovsdp.netlink.nla.AttributeSpace`.
 
-    __slots__ = ("by_name", "by_type", "is_seq", "name", "numbers", "schema")
+    Besides the generic codec (one loop over the attributes, :func:`_decode_attrs` and
+    :func:`_encode_into`), each space keeps small caches of *shape* codecs generated for the
+    message layouts it sees repeatedly (:mod:`ovsdp.netlink.shapes`); a shape codec gives the
+    same result as the generic one or hands the input back to it.
+    """
+
+    __slots__ = (
+        "by_name",
+        "by_type",
+        "dseen",
+        "dshapes",
+        "eseen",
+        "eshapes",
+        "is_seq",
+        "name",
+        "numbers",
+        "payloads",
+        "schema",
+    )
 
     def __init__(self, schema: AttributeSpace) -> None:
         self.schema = schema
@@ -422,17 +528,25 @@ class FastSpace:
         self.numbers = dict(schema.numbers)
         self.by_type: dict[int, tuple[Any, ...]] = {}
         self.by_name: dict[str, tuple[Any, ...]] = {}
+        self.payloads: dict[int, PayloadCodec] = {}
         for atype, (fname, con) in schema.fields.items():
-            codec = _compile_payload(con, f"{self.name}.{fname}")
+            where = f"{self.name}.{fname}"
+            codec = _compile_payload(con, where)
+            self.payloads[atype] = codec
             kind, a, b, c = codec.inline or (_K_CALL, codec.decode, None, None)
             self.by_type[atype] = (fname, kind, a, b, c)
-            if codec.encode_attr is not None:
-                self.by_name[fname] = codec.encode_attr(atype)
-            elif kind == _K_NESTED:
-                self.by_name[fname] = (_E_NESTED, a, atype, None, None)
+            if isinstance(con, ByLength):
+                for alt_name, alt in con.alternatives.values():
+                    alt_codec = _compile_payload(alt, f"{self.name}.{alt_name}")
+                    self.by_name[alt_name] = _encode_spec(self.name, alt_name, atype, alt_codec)
             else:
-                enc = _generic_attr_encoder(atype, codec.encode, self.name, fname)
-                self.by_name[fname] = (_E_CALL, enc, None, None, None)
+                self.by_name[fname] = _encode_spec(self.name, fname, atype, codec)
+        # shape caches: decode key (nest length << 32 | first header word) -> variants;
+        # encode key (the dict's keys, or the seq's names) -> encoder; and sighting counts
+        self.dshapes: dict[int, list[Callable[..., Any]]] = {}
+        self.dseen: dict[int, int] = {}
+        self.eshapes: dict[tuple[Any, ...], Callable[[Any], bytes]] = {}
+        self.eseen: dict[tuple[Any, ...], int] = {}
 
     def __repr__(self) -> str:
         return f"<FastSpace {self.name}>"
@@ -444,39 +558,209 @@ class FastSpace:
         if depth > MAX_NEST_DEPTH:
             raise einval(f"{self.name}: attributes nested deeper than {MAX_NEST_DEPTH}", start)
         try:
-            return _decode_attrs(self, buf, start, end, depth)
+            # the shape dispatch of _decode_nest, inline: this is every message's entry point
+            if end - start < 4 or not SHAPES:
+                return _decode_attrs(self, buf, start, end, depth, SHAPES)
+            key = (end - start) << 32 | _unpack_word(buf, start)[0]
+            variants = self.dshapes.get(key)
+            if variants is not None:
+                for shape in variants:
+                    try:
+                        value = shape(buf, start, depth)
+                    except Exception:  # the generic decoder says what is wrong
+                        value = FAILED
+                    if value.__class__ is not _Miss:
+                        return value
+                    if value is FAILED:
+                        return _decode_attrs(self, buf, start, end, depth, False)
+            return _decode_miss(self, buf, start, end, depth, key)
         except struct.error:
-            # Only reading a header that runs past the end of ``buf`` fails this way.  Decode
-            # again with zeros behind the end: that header then fails the length check, which
-            # knows its offset however deep in the nests it is.
-            padded = bytes(buf[:end]).ljust(end + 4, b"\0")
-            try:
-                _decode_attrs(self, padded, start, end, depth)
-            except NetlinkError as exc:
-                raise einval(f"{self.name}: truncated attribute header", exc.offset) from None
-            raise einval(f"{self.name}: truncated attribute header", start) from None
+            self._truncated(buf, start, end, depth)
+
+    def decode_generic(
+        self, buf: Any, start: int = 0, end: int | None = None, depth: int = 0
+    ) -> Any:
+        """:meth:`decode` without shape codecs (the reference the shapes are tested against)."""
+        if end is None:
+            end = len(buf)
+        if depth > MAX_NEST_DEPTH:
+            raise einval(f"{self.name}: attributes nested deeper than {MAX_NEST_DEPTH}", start)
+        try:
+            return _decode_attrs(self, buf, start, end, depth, False)
+        except struct.error:
+            self._truncated(buf, start, end, depth)
+
+    def _truncated(self, buf: Any, start: int, end: int, depth: int) -> NoReturn:
+        # Only reading a header that runs past the end of ``buf`` fails with struct.error.
+        # Decode again with zeros behind the end: that header then fails the length check,
+        # which knows its offset however deep in the nests it is.
+        padded = bytes(buf[:end]).ljust(end + 4, b"\0")
+        try:
+            _decode_attrs(self, padded, start, end, depth, False)
+        except NetlinkError as exc:
+            raise einval(f"{self.name}: truncated attribute header", exc.offset) from None
+        raise einval(f"{self.name}: truncated attribute header", start) from None
 
     def encode(self, value: Any) -> bytes:
         """Encode a dict (or a list of ``(name, value)`` for a seq space) to attribute bytes."""
+        try:
+            if SHAPES:
+                return _encode_value(self, value)
+            parts: list[bytes] = []
+            _encode_into(self, value, parts, False)
+            return b"".join(parts)
+        except _BAD_VALUE as exc:
+            raise einval(f"{self.name}: cannot encode: {exc}") from None
+
+    def encode_generic(self, value: Any) -> bytes:
+        """:meth:`encode` without shape codecs (the reference the shapes are tested against)."""
         parts: list[bytes] = []
         try:
-            _encode_into(self, value, parts)
+            _encode_into(self, value, parts, False)
         except _BAD_VALUE as exc:
             raise einval(f"{self.name}: cannot encode: {exc}") from None
         return b"".join(parts)
+
+    def clear_shapes(self) -> None:
+        """Forget every shape codec and sighting of this space."""
+        self.dshapes.clear()
+        self.dseen.clear()
+        self.eshapes.clear()
+        self.eseen.clear()
+
+
+def _encode_spec(space: str, fname: str, atype: int, codec: PayloadCodec) -> tuple[Any, ...]:
+    """How :func:`_encode_into` writes attribute ``fname``: (kind, a, b, c, d)."""
+    if codec.encode_attr is not None:
+        return codec.encode_attr(atype)
+    if codec.inline is not None and codec.inline[0] == _K_NESTED:
+        return (_E_NESTED, codec.inline[1], atype, None, None)
+    return (_E_CALL, _generic_attr_encoder(atype, codec.encode, space, fname), None, None, None)
+
+
+# -- shape dispatch ----------------------------------------------------------------------------
+
+SHAPES = True
+"""Shape codecs on (see :func:`ovsdp.netlink.shapes.set_enabled`); off, every space is the
+generic codec alone, without the dispatch and its bookkeeping."""
+SHAPE_AFTER = 3
+"""A layout is compiled into a shape codec once it has been seen this many times."""
+SEEN_LIMIT = 4096
+"""A space's sighting counts are forgotten when a new layout would make them more than this
+(layouts that never recur must not grow them without bound)."""
+
+
+def _decode_nest(space: FastSpace, buf: Any, s: int, e: int, depth: int) -> Any:
+    """Decode one nest: a shape codec for its layout if there is one, else the generic loop
+    (which counts the layout, and has it compiled once it recurs)."""
+    if e - s < 4:
+        return _decode_attrs(space, buf, s, e, depth, True)
+    key = (e - s) << 32 | _unpack_word(buf, s)[0]
+    variants = space.dshapes.get(key)
+    if variants is not None:
+        for shape in variants:
+            try:
+                value = shape(buf, s, depth)
+            except Exception:  # the generic decoder (without shapes) says what is wrong
+                value = FAILED
+            if value.__class__ is not _Miss:
+                return value
+            if value is FAILED:
+                return _decode_attrs(space, buf, s, e, depth, False)
+    return _decode_miss(space, buf, s, e, depth, key)
+
+
+def _decode_miss(space: FastSpace, buf: Any, s: int, e: int, depth: int, key: int) -> Any:
+    """The generic decoder for a nest no shape took; counts its layout."""
+    value = _decode_attrs(space, buf, s, e, depth, True)
+    seen = space.dseen
+    count = seen.get(key, 0) + 1
+    if count == 1 and len(seen) >= SEEN_LIMIT:
+        seen.clear()
+    seen[key] = count
+    if count == SHAPE_AFTER:
+        _learn_decode(space, buf, s, e, key)
+    return value
+
+
+def _learn_decode(space: FastSpace, buf: Any, s: int, e: int, key: int) -> None:
+    from . import shapes  # the compiler is only needed once a layout recurs
+
+    shapes.learn_decoder(space, buf, s, e, key)
+
+
+def _encode_value(space: FastSpace, value: Any) -> bytes:
+    """Encode one nest's attributes: a shape codec for its keys if there is one, else the
+    generic loop (which counts the keys, and has them compiled once they recur)."""
+    key: Any = None
+    if space.is_seq:
+        if type(value) is list:
+            try:
+                key = tuple(map(_first, value))
+            except Exception:  # not pairs: the generic encoder refuses it
+                key = None
+    elif type(value) is dict:
+        key = tuple(value)
+    parts: list[bytes] = []
+    if key is None:
+        _encode_into(space, value, parts, True)
+        return b"".join(parts)
+    try:
+        shape = space.eshapes.get(key)
+    except TypeError:  # an unhashable name
+        _encode_into(space, value, parts, True)
+        return b"".join(parts)
+    if shape is not None:
+        try:
+            return shape(value)
+        except Exception:  # the generic encoder (without shapes) says what is wrong
+            pass
+        _encode_into(space, value, parts, False)
+        return b"".join(parts)
+    _encode_into(space, value, parts, True)
+    seen = space.eseen
+    count = seen.get(key, 0) + 1
+    if count == 1 and len(seen) >= SEEN_LIMIT:
+        seen.clear()
+    seen[key] = count
+    if count == SHAPE_AFTER:
+        from . import shapes
+
+        shapes.learn_encoder(space, key)
+    return b"".join(parts)
+
+
+class _Miss:
+    """What a shape decoder returns when the bytes are not of its layout (MISS), and what the
+    dispatch notes when one raised (FAILED)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+MISS = _Miss("MISS")
+FAILED = _Miss("FAILED")
+
+
+# -- the generic codec ---------------------------------------------------------------------------
 
 
 def _encode_into(
     space: FastSpace,
     value: Any,
     parts: list[bytes],
+    shaped: bool,
     _E_STRUCT: int = _E_STRUCT,
     _E_SCALAR: int = _E_SCALAR,
     _E_NESTED: int = _E_NESTED,
     _pack_hdr: Any = _pack_hdr,
 ) -> int:
-    # Appends the attributes to ``parts`` and returns how many bytes it appended; a nest's
-    # header is patched in once its children are written, so there is one join per message.
+    # Appends the attributes to ``parts`` and returns how many bytes it appended.  A nest's
+    # header is patched in once its children are written (one join per message), unless it
+    # goes through its space's shape dispatch (shaped, and that space has shapes).
     by_name = space.by_name
     total = 0
     items: Iterable[tuple[Any, Any]] = value if space.is_seq else value.items()
@@ -501,14 +785,28 @@ def _encode_into(
             parts.append(a(b, c, val))
             total += d
         elif kind == _E_NESTED:
-            slot = len(parts)
-            parts.append(b"")
-            inner = _encode_into(a, val, parts)
-            if inner > 0xFFFB:
-                raise NetlinkError(
-                    errno.EMSGSIZE, f"{space.name}.{key}: {inner} bytes do not fit an attribute"
-                )
-            parts[slot] = _pack_hdr(4 + inner, b)
+            # a child space with shapes goes through its dispatch; one without recurses here
+            # (its layouts are learned once this space's own shape calls its dispatch)
+            if shaped and a.eshapes:
+                nested = _encode_value(a, val)
+                inner = len(nested)
+                if inner > 0xFFFB:
+                    raise NetlinkError(
+                        errno.EMSGSIZE,
+                        f"{space.name}.{key}: {inner} bytes do not fit an attribute",
+                    )
+                parts.append(_pack_hdr(4 + inner, b))
+                parts.append(nested)
+            else:
+                slot = len(parts)
+                parts.append(b"")
+                inner = _encode_into(a, val, parts, shaped)
+                if inner > 0xFFFB:
+                    raise NetlinkError(
+                        errno.EMSGSIZE,
+                        f"{space.name}.{key}: {inner} bytes do not fit an attribute",
+                    )
+                parts[slot] = _pack_hdr(4 + inner, b)
             total += 4 + inner
         else:
             attr = a(val)
@@ -523,14 +821,18 @@ def _decode_attrs(
     off: int,
     end: int,
     depth: int,
+    shaped: bool,
     _unpack_hdr: Any = _unpack_hdr,
     _tuple_new: Any = _tuple_new,
     _K_STRUCT: int = _K_STRUCT,
     _K_SCALAR: int = _K_SCALAR,
     _K_NESTED: int = _K_NESTED,
     _K_FLAG: int = _K_FLAG,
+    _unpack_word: Any = _unpack_word,
 ) -> Any:
-    # The hot loop of every decode: the common kinds are handled inline, without a call.
+    # The generic loop of every decode: the common kinds are handled inline, without a call.
+    # Shaped, a nest goes through its space's shape dispatch; unshaped (the reference, and the
+    # fallback when a shape codec raised) it recurses here directly.
     by_type = space.by_type
     seq = space.is_seq
     out: Any = [] if seq else {}
@@ -558,7 +860,24 @@ def _decode_attrs(
                     raise einval(
                         f"{space.name}.{key}: attributes nested deeper than {MAX_NEST_DEPTH}", off
                     )
-                value = _decode_attrs(a, buf, off + 4, nxt, depth + 1)
+                if shaped and nxt - off >= 8:
+                    # _decode_nest, inline: shapes of the nested layout, else count it
+                    s = off + 4
+                    nest_key = (nxt - s) << 32 | _unpack_word(buf, s)[0]
+                    variants = a.dshapes.get(nest_key)
+                    if variants is None:
+                        value = _decode_attrs(a, buf, s, nxt, depth + 1, True)
+                        seen = a.dseen
+                        count = seen.get(nest_key, 0) + 1
+                        if count == 1 and len(seen) >= SEEN_LIMIT:
+                            seen.clear()
+                        seen[nest_key] = count
+                        if count == SHAPE_AFTER:
+                            _learn_decode(a, buf, s, nxt, nest_key)
+                    else:
+                        value = _decode_nest(a, buf, s, nxt, depth + 1)
+                else:
+                    value = _decode_attrs(a, buf, off + 4, nxt, depth + 1, shaped)
             elif kind == _K_FLAG:
                 if alen != 4:
                     raise einval(
@@ -567,9 +886,13 @@ def _decode_attrs(
                 value = True
             else:
                 value = a(buf, off + 4, nxt, depth)
-                if value is SKIP:
-                    off += (alen + 3) & ~3
-                    continue
+                if value.__class__ is Keyed:
+                    if value is SKIP:
+                        off += (alen + 3) & ~3
+                        continue
+                    if not seq and any(other in out for other in value.others):
+                        raise einval(f"{space.name}: duplicate attribute {key}", off)
+                    key, value = value.key, value.value
         if seq:
             out.append((key, value))
         elif key in out:
@@ -631,6 +954,9 @@ def compile_new_spaces() -> None:
         if name not in CODECS or CODECS[name].schema is not sp:
             CODECS[name] = FastSpace(sp)
     _link(CODECS)
+    # shape codecs may refer to a replaced space: start afresh
+    for fs in CODECS.values():
+        fs.clear_shapes()
 
 
 def fixed_struct(con: Any) -> struct.Struct:

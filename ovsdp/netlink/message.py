@@ -22,6 +22,7 @@ from .constants import (
     NLMSG_DONE,
     NLMSG_ERROR,
     NLMSG_HDRLEN,
+    NLMSG_MIN_TYPE,
     NLMSG_NOOP,
 )
 from .errors import NetlinkError, einval
@@ -36,6 +37,8 @@ _NL_GENL_OVS = struct.Struct(NLMSGHDR.format + GENLHDR.format[1:] + OVSHDR.forma
 _unpack_nlhdr = NLMSGHDR.unpack_from
 _unpack_genl = GENLHDR.unpack_from
 _unpack_ovs = OVSHDR.unpack_from
+# a one-message record of an OVS family: nlmsghdr + genlmsghdr + ovs_header in one unpack
+_unpack_nl_genl_ovs = _NL_GENL_OVS.unpack_from
 _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
 
 
@@ -162,13 +165,13 @@ def decode_genl(
         dp_ifindex = None
     else:
         dp_ifindex = bytes(record[body + 4 : body + 4 + hdrsize])
-    attrs = family.codec.decode(record, body + need, end)
+    attrs = CODECS[family.space].decode(record, body + need, end)
     return GenlMessage(hdr[1], hdr[2], hdr[3], hdr[4], cmd, version, dp_ifindex, attrs)
 
 
 def encode_genl(msg: GenlMessage, family: GenlFamily) -> bytes:
     """Encode a generic-netlink message (nlmsg_len is computed; the family header from msg)."""
-    body = family.codec.encode(msg.attrs)
+    body = CODECS[family.space].encode(msg.attrs)
     hdrsize = family.hdrsize
     if hdrsize == 4:
         return (
@@ -286,6 +289,16 @@ def decode_done(record: Any, off: int, end: int, hdr: tuple[int, ...]) -> DoneMe
 
 def decode_record(record: Any, families: Mapping[int, GenlFamily]) -> list[AnyMessage]:
     """Decode every message of a record; ``families`` maps family id to its description."""
+    # The common record: one message of a family with an ovs_header.  Same checks as the loop
+    # below (iter_frames, decode_genl), in one unpack; anything else takes the loop.
+    size = len(record)
+    if size >= 24:
+        length, mtype, flags, seq, pid, cmd, version, dp_ifindex = _unpack_nl_genl_ovs(record, 0)
+        if 24 <= length <= size <= ((length + 3) & ~3) and mtype >= NLMSG_MIN_TYPE:
+            family = families.get(mtype)
+            if family is not None and family.hdrsize == 4:
+                attrs = CODECS[family.space].decode(record, 24, length)
+                return [GenlMessage(mtype, flags, seq, pid, cmd, version, dp_ifindex, attrs)]
     out: list[AnyMessage] = []
     for off, end, hdr in iter_frames(record):
         mtype = hdr[1]

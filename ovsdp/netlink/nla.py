@@ -22,7 +22,10 @@ Decoded values:
 * integers to ``int``, ``Bytes``/``GreedyBytes`` to ``bytes``, ``NulString`` to ``str``,
   ``NlFlag`` to ``True``, ``GreedyRange(x)`` to a ``tuple``;
 * ``Nested(name)`` to the nested space's value, ``NestedList(name)`` to a ``list`` of them,
-  ``Masked(x)`` (value followed by an equally long mask) to a ``(value, mask)`` pair.
+  ``Masked(x)`` (value followed by an equally long mask) to a ``(value, mask)`` pair;
+* ``ByLength("a" / x, "b" / y)``: one attribute number whose meaning depends on its payload
+  length (a kernel/userspace header difference); it decodes under the name of the alternative
+  the length selects, and either name encodes to that number.
 
 An attribute number the space does not declare is kept: under its number (``int`` key, or an
 ``(int, bytes)`` item in a ``seq`` space) with its raw payload, so it survives a decode/encode
@@ -173,6 +176,46 @@ class Masked(cs.Construct):
         _write(stream, a + b, path)
         return obj
 
+    def _sizeof(self, context: Any, path: str) -> int:
+        return 2 * int(self.subcon._sizeof(context, path))
+
+
+class ByLength(cs.Construct):
+    """One attribute number with several meanings, told apart by the payload's length.
+
+    Each alternative is ``"name" / construct`` of a fixed size, no two of the same size.  The
+    owning :class:`AttributeSpace` registers every alternative's name under the one number;
+    a payload whose length matches no alternative is refused (EINVAL).
+    """
+
+    def __init__(self, *alternatives: Any) -> None:
+        super().__init__()
+        self.alternatives: dict[int, tuple[str, Any]] = {}
+        for renamed in alternatives:
+            if not isinstance(renamed, cs.Renamed) or not renamed.name:
+                raise TypeError('a ByLength alternative needs a name ("name" / construct)')
+            size = int(renamed.subcon.sizeof())
+            if size in self.alternatives:
+                raise ValueError(f"two ByLength alternatives of {size} bytes")
+            self.alternatives[size] = (renamed.name, renamed.subcon)
+        self.label = "|".join(name for name, _ in self.alternatives.values())
+
+    def pick(self, size: int, where: str) -> tuple[str, Any]:
+        """The (name, construct) a payload of ``size`` bytes means; EINVAL if none."""
+        alt = self.alternatives.get(size)
+        if alt is None:
+            sizes = " or ".join(str(n) for n in self.alternatives)
+            raise einval(f"{where}: payload of {size} bytes, expected {sizes}")
+        return alt
+
+    def _parse(self, stream: Any, context: Any, path: str) -> Any:
+        data = cs.stream_read_entire(stream, path)
+        _name, con = self.pick(len(data), "ByLength")
+        return parse_exact(con, data)
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        raise cs.ExplicitError("a ByLength attribute is built under one of its names")
+
 
 class AttributeSpace(cs.Construct):
     """One attribute space: attribute number -> ``"name" / construct``.
@@ -187,17 +230,27 @@ class AttributeSpace(cs.Construct):
             raise ValueError(f"unknown space kind {kind!r}")
         self.space_name = name
         self.kind = kind
+        # number -> (name, construct); a ByLength attribute is listed under its label "a|b"
         self.fields: dict[int, tuple[str, Any]] = {}
+        # every name (each alternative of a ByLength too) -> number, and -> its construct
         self.numbers: dict[str, int] = {}
-        for number, renamed in fields.items():
-            if not isinstance(renamed, cs.Renamed) or not renamed.name:
-                raise TypeError(f'{name}: attribute {number} needs a name ("name" / construct)')
+        self.constructs: dict[str, Any] = {}
+        for number, declared in fields.items():
             if not 0 <= number <= NLA_TYPE_MASK:
                 raise ValueError(f"{name}: attribute number {number} out of range")
-            if renamed.name in self.numbers:
-                raise ValueError(f"{name}: duplicate attribute name {renamed.name}")
-            self.fields[number] = (renamed.name, renamed.subcon)
-            self.numbers[renamed.name] = number
+            if isinstance(declared, ByLength):
+                self.fields[number] = (declared.label, declared)
+                named = list(declared.alternatives.values())
+            elif isinstance(declared, cs.Renamed) and declared.name:
+                self.fields[number] = (declared.name, declared.subcon)
+                named = [(declared.name, declared.subcon)]
+            else:
+                raise TypeError(f'{name}: attribute {number} needs a name ("name" / construct)')
+            for fname, con in named:
+                if fname in self.numbers:
+                    raise ValueError(f"{name}: duplicate attribute name {fname}")
+                self.numbers[fname] = number
+                self.constructs[fname] = con
         self.maxattr = max(self.fields, default=0)
         SPACES[name] = self
 
@@ -209,25 +262,33 @@ class AttributeSpace(cs.Construct):
     def _parse(self, stream: Any, context: Any, path: str) -> Any:
         data = cs.stream_read_entire(stream, path)
         items: list[tuple[Any, Any]] = []
+        numbers: list[int] = []
         for atype, payload in iter_raw_attributes(data):
             field = self.fields.get(atype)
             if field is None:
                 items.append((atype, bytes(payload)))
+                numbers.append(atype)
                 continue
             name, subcon = field
             if isinstance(subcon, Pad):
                 continue
+            if isinstance(subcon, ByLength):
+                name, subcon = subcon.pick(len(payload), f"{self.space_name}.{name}")
             try:
                 value = parse_exact(subcon, payload)
             except cs.ConstructError as exc:
                 raise einval(f"{self.space_name}.{name}: {exc}") from None
             items.append((name, to_plain(subcon, value)))
+            numbers.append(atype)
         if self.kind == "seq":
             return items
         out: dict[Any, Any] = {}
-        for key, value in items:
-            if key in out:
+        seen: set[int] = set()
+        for (key, value), number in zip(items, numbers, strict=True):
+            # at most once per attribute *number*: the names of a ByLength share one
+            if number in seen:
                 raise einval(f"{self.space_name}: duplicate attribute {key}")
+            seen.add(number)
             out[key] = value
         return out
 
@@ -238,7 +299,7 @@ class AttributeSpace(cs.Construct):
                 atype, payload = key, bytes(value)
             else:
                 atype = self.numbers[key]
-                subcon = self.fields[atype][1]
+                subcon = self.constructs[key]
                 payload = subcon.build(from_plain(subcon, value))
             _write(stream, raw_attribute(atype, payload), path)
         return obj
@@ -372,6 +433,14 @@ def masked_space(name: str, base: str) -> None:
             masked: Any = Nested(inner)
         elif isinstance(subcon, (Pad, NlFlag, NestedList)):
             masked = subcon
+        elif isinstance(subcon, ByLength):
+            fields[number] = ByLength(
+                *(
+                    alt_name / (alt if isinstance(alt, NlFlag) else Masked(alt))
+                    for alt_name, alt in subcon.alternatives.values()
+                )
+            )
+            continue
         else:
             masked = Masked(subcon)
         fields[number] = fname / masked

@@ -12,8 +12,19 @@ Kernel and userspace header differences are resolved for the *datapath* (kernel)
 * ``ovs_key`` 29 (PACKET_TYPE) and 30 (ND_EXTENSIONS) are userspace-only and 32 (IPV6_EXTHDRS)
   is kernel-only: all three are declared, so the codec reads what either side sends; the flow
   layer decides what a datapath accepts (as the kernel does: 29/30 are rejected there).
-* ``ovs_tunnel_key`` 16 is the kernel's IPV4_INFO_BRIDGE flag; OVS userspace reuses 16 for
-  GTPU_OPTS, which only its own userspace datapath ever sees.
+* ``ovs_tunnel_key`` 16 means two things: the kernel's OVS_TUNNEL_KEY_ATTR_IPV4_INFO_BRIDGE
+  (a flag, no payload) and OVS userspace's OVS_TUNNEL_KEY_ATTR_GTPU_OPTS (struct gtpu_metadata:
+  flags u8, msgtype u8; only OVS's own userspace datapath ever sees it).  Both are declared, told
+  apart by payload length (``ByLength``): 0 bytes decode as ``"ipv4_info_bridge": True``, 2 bytes
+  as ``"gtpu_opts": GtpuMetadata(flags, msgtype)``; other lengths are refused, and the two names
+  count as one attribute (a key holding both is a duplicate).  The flow layer decides which a
+  datapath accepts.
+* ``ovs_action`` 26 (TUNNEL_PUSH) is struct ovs_action_push_tnl, but OVS sends only
+  ``offsetof(struct ovs_action_push_tnl, header) + header_len`` bytes of it (odp-util.c,
+  odp_put_tnl_push_action) and its readers use only ``header_len`` bytes of ``header``; so it is
+  declared as the 16-byte fixed prefix followed by a GreedyBytes ``header``: the value carries
+  exactly the header bytes on the wire.  Whether ``header_len`` matches them is the action
+  layer's check, not the codec's.
 * ``ovs_action`` 24 (DROP) and 25 (PSAMPLE) are recent kernel additions; 26 to 28 exist only in
   OVS's userspace datapath and are declared so the text format and the codec can carry them.
 * ``ovs_datapath`` 9 (IFINDEX) is kernel-only.
@@ -38,6 +49,7 @@ from construct import (
 
 from .nla import (
     AttributeSpace,
+    ByLength,
     Nested,
     NestedList,
     NlFlag,
@@ -216,18 +228,22 @@ ovs_action_push_mpls = named_struct(
 ovs_action_add_mpls = named_struct(
     "OvsActionAddMpls", "lse" / Int32ub, "ethertype" / Int16ub, "tun_flags" / Int16ul
 )
+# only offsetof(header) + header_len bytes are sent (see the header-difference notes above)
 ovs_action_push_tnl = named_struct(
     "OvsActionPushTnl",
     "tnl_port" / Int32ul,
     "out_port" / Int32ul,
     "header_len" / Int32ul,
     "tnl_type" / Int32ul,
-    "header" / Bytes(512),
+    "header" / GreedyBytes,
 )
 ct_mark = named_struct("OvsCtMark", "value" / Int32ul, "mask" / Int32ul)
 ct_labels = named_struct("OvsCtLabels", "value" / Bytes(16), "mask" / Bytes(16))
 
 # --- tunnel key, vport options ---------------------------------------------------------------
+
+# OVS userspace's struct gtpu_metadata, the payload of OVS_TUNNEL_KEY_ATTR_GTPU_OPTS
+gtpu_metadata = named_struct("GtpuMetadata", "flags" / Int8ub, "msgtype" / Int8ub)
 
 ovs_vxlan_ext_key = AttributeSpace("ovs_vxlan_ext_key", {1: "gbp" / Int32ul})
 ovs_tunnel_key = AttributeSpace(
@@ -249,7 +265,10 @@ ovs_tunnel_key = AttributeSpace(
         13: "ipv6_dst" / Bytes(16),
         14: "pad" / Pad(),
         15: "erspan_opts" / erspan_metadata,
-        16: "ipv4_info_bridge" / NlFlag(),
+        16: ByLength(
+            "ipv4_info_bridge" / NlFlag(),  # the kernel's meaning of 16: 0 bytes
+            "gtpu_opts" / gtpu_metadata,  # OVS userspace's meaning of 16: 2 bytes
+        ),
     },
 )
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from ovsdp.netlink.structs import (
     ErspanMetadata,
+    GtpuMetadata,
     OvsKeyArp,
     OvsKeyEthernet,
     OvsKeyIcmp,
@@ -204,8 +205,8 @@ def _tunnel_from_attr(tun: Key) -> tuple[Fitness, _Tunnel]:
             elif v.version == 2:
                 t.erspan_dir = (v.bits >> 3) & 1
                 t.erspan_hwid = (((v.bits >> 8) & 3) << 4) | ((v.bits >> 4) & 0xF)
-        elif name == GTPU_ATTR and isinstance(v, (bytes, bytearray)):
-            t.gtpu = bytes(v[:2]).ljust(2, b"\0")
+        elif name == GTPU_ATTR:
+            t.gtpu = bytes((v.flags, v.msgtype))
         else:
             unknown = True
     if not has_ttl:
@@ -248,7 +249,7 @@ def _tunnel_to_attr(t: _Tunnel) -> Key:
         bits = ((t.erspan_hwid >> 4) << 8) | ((t.erspan_hwid & 0xF) << 4) | (t.erspan_dir << 3)
         out["erspan_opts"] = ErspanMetadata(version=2, word1=0, sgt=0, bits=bits)
     if t.gtpu[0] and t.gtpu[1]:
-        out[GTPU_ATTR] = t.gtpu
+        out[GTPU_ATTR] = GtpuMetadata(t.gtpu[0], t.gtpu[1])
     return out
 
 

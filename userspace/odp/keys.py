@@ -20,6 +20,7 @@ from typing import Any
 from ovsdp.netlink import CODECS
 from ovsdp.netlink.structs import (
     ErspanMetadata,
+    GtpuMetadata,
     OvsKeyArp,
     OvsKeyCtTupleIpv4,
     OvsKeyCtTupleIpv6,
@@ -89,8 +90,9 @@ TCP_FLAG_NAMES = {
 FRAG_NAMES = {0: "no", 1: "first", 2: "later"}
 
 VLAN_CFI = 0x1000
-GTPU_ATTR = 16
-"""OVS userspace's OVS_TUNNEL_KEY_ATTR_GTPU_OPTS; the codec names 16 after the kernel's flag."""
+GTPU_ATTR = "gtpu_opts"
+"""OVS userspace's OVS_TUNNEL_KEY_ATTR_GTPU_OPTS (tunnel key attribute 16 with a 2-byte payload;
+the codec tells it from the kernel's 0-byte IPV4_INFO_BRIDGE flag by length)."""
 
 # --- attribute names ----------------------------------------------------------------------------
 
@@ -998,7 +1000,7 @@ def _scan_erspan(sc: Scanner) -> tuple[Any, Any]:
     raise sc.error("erspan needs ver=1 or ver=2", start)
 
 
-def _scan_gtpu(sc: Scanner) -> tuple[bytes, bytes]:
+def _scan_gtpu(sc: Scanner) -> tuple[Any, Any]:
     flags = flags_m = msgtype = msgtype_m = 0
     if sc.take("flags="):
         flags, flags_m = scan_masked(sc, "u8u", "gtpu flags")
@@ -1006,7 +1008,7 @@ def _scan_gtpu(sc: Scanner) -> tuple[bytes, bytes]:
     if sc.take("msgtype="):
         msgtype, msgtype_m = scan_masked(sc, "u8u", "gtpu msgtype")
     sc.expect(")", "to close gtpu(")
-    return bytes([flags, msgtype]), bytes([flags_m, msgtype_m])
+    return GtpuMetadata(flags, msgtype), GtpuMetadata(flags_m, msgtype_m)
 
 
 _KEY_PARSERS: dict[str, Callable[[Scanner, ParseContext, int], tuple[Any, Any, Any]]] = {
@@ -1316,13 +1318,17 @@ def format_tunnel(tun: Key, tmask: Key | None, verbose: bool) -> str:
             parts.append(f"geneve({format_geneve(v, m, verbose)})")
         elif name == "erspan_opts":
             parts.append(f"erspan({_format_erspan(v, m, verbose)})")
-        elif name == GTPU_ATTR and isinstance(v, (bytes, bytearray)) and len(v) >= 2:
+        elif name == GTPU_ATTR:
             parts.append(
                 "gtpu("
                 + _join(
                     [
-                        format_field("u8x", "flags", v[0], None if m is None else m[0], verbose),
-                        format_field("u8u", "msgtype", v[1], None if m is None else m[1], verbose),
+                        format_field(
+                            "u8x", "flags", v.flags, None if m is None else m.flags, verbose
+                        ),
+                        format_field(
+                            "u8u", "msgtype", v.msgtype, None if m is None else m.msgtype, verbose
+                        ),
                     ]
                 )
                 + ")"

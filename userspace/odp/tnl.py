@@ -1,10 +1,12 @@
 """``tnl_push(...)``: the tunnel header template of OVS_ACTION_ATTR_TUNNEL_PUSH.
 
 The text describes the header fields (Ethernet, IPv4 or IPv6, then UDP+VXLAN, UDP+Geneve,
-UDP+GTP-U, GRE, ERSPAN v1/v2 over GRE, or an SRv6 routing header); the action carries the
-header bytes in the 512-byte ``header`` of ``OvsActionPushTnl`` with its length and the
-tunnel (vport) type.  Lengths, checksums and the like that are only known per packet are zero,
-except the IPv4 header checksum, which covers the template.
+UDP+GTP-U, GRE, ERSPAN v1/v2 over GRE, or an SRv6 routing header); the action carries them in
+``OvsActionPushTnl``: tunnel port, output port, ``header_len``, tunnel (vport) type and exactly
+``header_len`` header bytes, which is what OVS sends (``offsetof(struct ovs_action_push_tnl,
+header) + header_len`` bytes, never the whole 512-byte array).  Lengths, checksums and the like
+that are only known per packet are zero, except the IPv4 header checksum, which covers the
+template.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .keys import ParseContext, format_geneve, scan_port
 from .scanner import Scanner
 
 HEADER_SIZE = 512
+"""The most header bytes a tunnel push carries (OVS's TNL_PUSH_HEADER_SIZE)."""
 
 VPORT_GRE = 3
 VPORT_VXLAN = 4
@@ -217,6 +220,8 @@ def parse_tnl_push(sc: Scanner, ctx: ParseContext) -> Any:
         )
     if size != len(hdr):
         raise sc.error(f"tnl_push size={size} does not match the header ({len(hdr)} bytes)", start)
+    if len(hdr) > HEADER_SIZE:
+        raise sc.error(f"tnl_push header of {len(hdr)} bytes exceeds {HEADER_SIZE}", start)
     sc.expect(",out_port(")
     out_port = scan_port(sc, ctx, "out_port")
     sc.expect("))")
@@ -225,7 +230,7 @@ def parse_tnl_push(sc: Scanner, ctx: ParseContext) -> Any:
         out_port=out_port,
         header_len=len(hdr),
         tnl_type=tnl_type,
-        header=bytes(hdr).ljust(HEADER_SIZE, b"\0"),
+        header=bytes(hdr),
     )
 
 
@@ -269,6 +274,7 @@ def format_tnl_push(data: Any, names: Mapping[int, str]) -> str:
 
 def format_tnl_header(data: Any) -> str:
     """``header(size=,type=,eth(...),ipv4|ipv6(...),<tunnel>(...))``."""
+    # zeros behind the header bytes, so that reading a field of a short header cannot fail
     h = bytes(data.header).ljust(HEADER_SIZE, b"\0")
     dl_type = struct.unpack_from("!H", h, 12)[0]
     out = [
