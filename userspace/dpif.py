@@ -337,7 +337,8 @@ class Dpif:
             if exc.errno != errno.EOPNOTSUPP:
                 raise
         for features in (
-            existing | base | DpFeature.DISPATCH_UPCALL_PER_CPU,
+            # per-CPU dispatch instead of per-vport PIDs (dpif-netlink clears VPORT_PIDS)
+            (existing & ~DpFeature.VPORT_PIDS) | base | DpFeature.DISPATCH_UPCALL_PER_CPU,
             (existing & ~DpFeature.DISPATCH_UPCALL_PER_CPU) | base | DpFeature.VPORT_PIDS,
         ):
             try:
@@ -561,9 +562,21 @@ class Dpif:
         out: list[OpResult] = []
         for start in range(0, len(ops), batch):
             chunk = ops[start : start + batch]
-            results = self.sock.transact_many([self._request(op) for op in chunk])
+            requests = [self._request(op) for op in chunk]
+            try:
+                results = self.sock.transact_many(requests)
+            except NetlinkError:
+                # the record could not be made (an op that does not encode, a record too big):
+                # each op on its own, so only the bad one fails
+                results = [self._alone(request) for request in requests]
             out.extend(self._outcome(op, r) for op, r in zip(chunk, results, strict=True))
         return out
+
+    def _alone(self, request: Request) -> Result:
+        try:
+            return self.sock.transact_many([request])[0]
+        except NetlinkError as exc:
+            return Result(error=exc)
 
     def _one(self, op: Op) -> OpResult:
         result = self.operate([op])[0]

@@ -19,8 +19,9 @@ import os
 import select
 import socket
 import time
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,33 +154,53 @@ class Transaction:
 
 
 class Dump:
-    """A dump in progress: messages of its sequence number until DONE and the marker."""
+    """A dump in progress: messages of its sequence number until DONE and the marker.
+
+    Entries wait in ``entries`` until the driver hands them out; whoever reads a record (the
+    dump's iterator, or a request made while the dump runs) gives the dump its messages.
+    """
 
     def __init__(self, session: Session, seq: int) -> None:
         self.session = session
         self.seq = seq
         self.finished = False  # DONE seen
         self.done = False  # marker seen
+        self.abandoned = False  # nobody reads the entries any more: drop them
         self.error: NetlinkError | None = None
+        self.entries: deque[GenlMessage] = deque()
 
-    def feed(self, messages: list[AnyMessage]) -> list[GenlMessage]:
-        """Messages of one record; returns the dump's entries among them."""
-        out: list[GenlMessage] = []
+    def feed(self, messages: list[AnyMessage]) -> None:
+        """Messages of one record: the dump's are taken, the others go to the session."""
+        seq, keep = self.seq, not (self.finished or self.abandoned)
+        append = self.entries.append
         for msg in messages:
-            if isinstance(msg, NoopMessage) and msg.seq == self.seq:
-                self.done = True
-            elif msg.seq != self.seq:
+            if msg.seq != seq:
                 self.session.stash(msg)
-            elif isinstance(msg, DoneMessage):
-                self.finished = True
-                if msg.error:
-                    self.error = NetlinkError(-msg.error, msg.reason or "dump failed")
-            elif isinstance(msg, ErrorMessage):
-                if msg.error:
-                    self.error = NetlinkError(-msg.error, msg.reason or "dump refused")
-            elif isinstance(msg, GenlMessage) and not self.finished:
-                out.append(msg)
-        return out
+            elif keep and type(msg) is GenlMessage:  # the common case, inline
+                append(msg)
+            else:
+                self.take(msg)
+                keep = not (self.finished or self.abandoned)
+
+    def take(self, msg: AnyMessage) -> None:
+        """One message of this dump."""
+        if isinstance(msg, NoopMessage):
+            self.done = True
+            self.session.forget_dump(self)
+        elif isinstance(msg, DoneMessage):
+            self.finished = True
+            if msg.error:
+                self.error = NetlinkError(-msg.error, msg.reason or "dump failed")
+        elif isinstance(msg, ErrorMessage):
+            if msg.error:
+                self.error = NetlinkError(-msg.error, msg.reason or "dump refused")
+        elif isinstance(msg, GenlMessage) and not self.finished and not self.abandoned:
+            self.entries.append(msg)
+
+    def abandon(self) -> None:
+        """The consumer left early: drop what is buffered and whatever still comes."""
+        self.abandoned = True
+        self.entries.clear()
 
 
 class Session:
@@ -193,6 +214,7 @@ class Session:
             NLCTRL.name: ResolvedFamily(GENL_ID_CTRL, NLCTRL, {"notify": GENL_ID_CTRL})
         }
         self.unsolicited: deque[AnyMessage] = deque()
+        self.current_dump: Dump | None = None  # one dump at a time per socket
 
     def decode(self, record: Any) -> list[AnyMessage]:
         """A received record's messages."""
@@ -221,10 +243,20 @@ class Session:
         return record, Transaction(self, seqs)
 
     def dump(self, family: str, cmd: int, attrs: Any, dp_ifindex: Any) -> tuple[bytes, Dump]:
-        """The record that starts a dump, and the state that reads it."""
+        """The record that starts a dump, and the state that reads it (EBUSY while another dump
+        of this socket runs, as Linux says)."""
+        if self.current_dump is not None:
+            raise NetlinkError(errno.EBUSY, "a dump is already in progress on this socket")
         seq = next(self.seq)
         req = Request(family, cmd, attrs or {}, NLM_F_REQUEST | NLM_F_DUMP | NLM_F_ACK, dp_ifindex)
-        return self.encode(req, seq), Dump(self, seq)
+        record = self.encode(req, seq)
+        self.current_dump = Dump(self, seq)
+        return record, self.current_dump
+
+    def forget_dump(self, state: Dump) -> None:
+        """The dump is over (or given up on): its late messages, if any, are dropped."""
+        if self.current_dump is state:
+            self.current_dump = None
 
     def learn(self, reply: dict[str, Any], codec: GenlFamily) -> ResolvedFamily:
         """Remember a family from an nlctrl reply."""
@@ -250,8 +282,13 @@ class Session:
             raise NetlinkError(errno.ENOENT, f"family {family} has no group {group!r}") from None
 
     def stash(self, msg: AnyMessage) -> None:
-        """An unsolicited message (or one that belongs to nobody waiting): keep it for recv."""
-        self.unsolicited.append(msg)
+        """A message nobody waiting asked for.  Unsolicited ones (upcalls, events, overruns:
+        sequence number 0) are kept for recv; those of the dump in progress go to it; anything
+        else is the late answer of a request given up on (a timeout, a cancellation): dropped."""
+        if msg.seq == 0:
+            self.unsolicited.append(msg)
+        elif self.current_dump is not None and msg.seq == self.current_dump.seq:
+            self.current_dump.take(msg)
 
     def take_unsolicited(self) -> list[AnyMessage]:
         """What recv returns: queued messages up to an overrun, which is raised on its own."""
@@ -416,18 +453,31 @@ class NetlinkSocket:
         self, family: str, cmd: int, attrs: Any = None, *, dp_ifindex: Any = 0
     ) -> Iterator[GenlMessage]:
         """Iterate a dump, reading records as it goes.  Leaving the loop early drains the rest
-        (a socket can run one dump at a time, and its remains would confuse later requests)."""
+        (a socket can run one dump at a time, and its remains would confuse later requests).
+        Requests made while the dump runs are fine: their reads hand the dump its messages."""
         self.family(family)
         record, state = self.session.dump(family, cmd, attrs, dp_ifindex)
-        self._send(record)
         try:
-            while not state.done:
-                yield from state.feed(self._read_record(self.timeout))
+            self._send(record)
+        except BaseException:
+            self.session.forget_dump(state)
+            raise
+        try:
+            while True:
+                while state.entries:
+                    yield state.entries.popleft()
+                if state.done:
+                    break
+                state.feed(self._read_record(self.timeout))
             if state.error is not None:
                 raise state.error
         finally:
-            while not state.done:  # the consumer stopped early: read the dump to its end
-                state.feed(self._read_record(self.timeout))
+            state.abandon()
+            try:
+                while not state.done:  # the consumer stopped early: read the dump to its end
+                    state.feed(self._read_record(self.timeout))
+            finally:
+                self.session.forget_dump(state)
 
     # -- socket properties and groups -------------------------------------------------------
 
@@ -469,9 +519,10 @@ class NetlinkSocket:
         queue overflowed): what arrived before the overrun has been returned by earlier calls;
         the caller should resynchronise (re-read state) and call again.
         """
-        if not self.session.unsolicited:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.session.unsolicited:
             try:
-                for msg in self._read_record(timeout):
+                for msg in self._read_record(self._deadline_left(deadline)):
                     self.session.stash(msg)
             except TimeoutError:
                 return []
@@ -500,6 +551,7 @@ class AsyncNetlinkSocket:
         self.session = Session()
         self.markers = False
         self._lock = trio.Lock()  # one exchange at a time: replies are read in order
+        self._dump_owner: weakref.ref[AsyncDump] | None = None  # the iterator of the dump
 
     @classmethod
     async def connect(cls, path: str | None = None) -> AsyncNetlinkSocket:
@@ -543,6 +595,23 @@ class AsyncNetlinkSocket:
             await self.sock.send(record)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ServiceGone(f"the ovsdp service on {self.path} went away ({exc})") from None
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE:
+                raise NetlinkError(
+                    errno.EMSGSIZE, f"request of {len(record)} bytes is too big"
+                ) from None
+            raise
+
+    async def _settle(self) -> None:
+        """(Under the lock.)  Read to its end a dump whose iterator was dropped unfinished (a
+        ``break`` out of ``async for`` without ``aclosing``), so the socket is free again."""
+        state = self.session.current_dump
+        owner = self._dump_owner
+        if state is None or owner is None or owner() is not None:
+            return
+        state.abandon()
+        while not state.done:
+            state.feed(await self._read_record())
 
     async def _read_record(self) -> list[AnyMessage]:
         try:
@@ -575,6 +644,7 @@ class AsyncNetlinkSocket:
         for req in requests:
             await self.family(req.family)
         async with self._lock:
+            await self._settle()
             record, txn = self.session.transaction(requests)
             await self._send(record)
             if not self.markers:
@@ -584,24 +654,39 @@ class AsyncNetlinkSocket:
                 txn.feed(await self._read_record())
             return txn.outcome()
 
-    async def dump(
-        self, family: str, cmd: int, attrs: Any = None, *, dp_ifindex: Any = 0
-    ) -> AsyncIterator[GenlMessage]:
-        """Iterate a dump as it is read."""
-        await self.family(family)
+    def dump(self, family: str, cmd: int, attrs: Any = None, *, dp_ifindex: Any = 0) -> AsyncDump:
+        """Iterate a dump as it is read: ``async for entry in sock.dump(...)``.
+
+        Leaving early drains the rest: at once with ``async with aclosing(sock.dump(...))`` (or
+        ``async with sock.dump(...) as entries``), else when the socket is next used.
+        """
+        return AsyncDump(self, family, cmd, attrs, dp_ifindex)
+
+    async def _start_dump(self, owner: AsyncDump) -> Dump:
+        await self.family(owner.family)
         async with self._lock:
-            record, state = self.session.dump(family, cmd, attrs, dp_ifindex)
-            await self._send(record)
+            await self._settle()
+            record, state = self.session.dump(
+                owner.family, owner.cmd, owner.attrs, owner.dp_ifindex
+            )
+            self._dump_owner = weakref.ref(owner)
             try:
-                while not state.done:
-                    for entry in state.feed(await self._read_record()):
-                        yield entry
-                if state.error is not None:
-                    raise state.error
-            finally:
-                with trio.CancelScope(shield=True):
-                    while not state.done:
-                        state.feed(await self._read_record())
+                await self._send(record)
+            except BaseException:
+                self.session.forget_dump(state)
+                raise
+        return state
+
+    async def properties(self, **changes: int) -> dict[str, Any]:
+        """Read (and optionally change: txn_markers, rxq_limit) the socket's properties."""
+        replies = await self.transact(CONTROL_FAMILY, CTRL_SOCK_PROP, changes)
+        attrs: dict[str, Any] = replies[0].attrs
+        return attrs
+
+    async def claim_pid(self, pid: int) -> None:
+        """Take a specific PID, as bind() does (EADDRINUSE if another socket holds it)."""
+        reply = (await self.transact(CONTROL_FAMILY, CTRL_SET_PID, {"sock_pid": pid}))[0]
+        self.session.pid = reply.attrs["sock_pid"]
 
     async def join(self, family: str, group: str) -> None:
         """Join a multicast group."""
@@ -622,8 +707,64 @@ class AsyncNetlinkSocket:
     async def recv(self) -> list[AnyMessage]:
         """Wait for unsolicited messages (wrap in trio.move_on_after for a timeout); raises
         NetlinkError(ENOBUFS) after an overrun, as the blocking recv does."""
-        if not self.session.unsolicited:
+        while not self.session.unsolicited:
             async with self._lock:
-                for msg in await self._read_record():
-                    self.session.stash(msg)
+                await self._settle()
+                if not self.session.unsolicited:
+                    for msg in await self._read_record():
+                        self.session.stash(msg)
         return self.session.take_unsolicited()
+
+
+class AsyncDump:
+    """A dump of an :class:`AsyncNetlinkSocket`: an async iterator of its entries, and an async
+    context manager (or ``aclose``) that reads the rest when the consumer leaves early."""
+
+    def __init__(
+        self, sock: AsyncNetlinkSocket, family: str, cmd: int, attrs: Any, dp_ifindex: Any
+    ) -> None:
+        self.sock = sock
+        self.family = family
+        self.cmd = cmd
+        self.attrs = attrs
+        self.dp_ifindex = dp_ifindex
+        self._state: Dump | None = None
+        self._closed = False
+
+    def __aiter__(self) -> AsyncDump:
+        return self
+
+    async def __anext__(self) -> GenlMessage:
+        if self._closed:
+            raise StopAsyncIteration
+        if self._state is None:
+            self._state = await self.sock._start_dump(self)
+        state = self._state
+        while not state.entries:
+            if state.done:
+                self._closed = True
+                if state.error is not None:
+                    raise state.error
+                raise StopAsyncIteration
+            async with self.sock._lock:
+                if not state.entries and not state.done:
+                    state.feed(await self.sock._read_record())
+        return state.entries.popleft()
+
+    async def aclose(self) -> None:
+        """Stop: read what is left of the dump (shielded from cancellation)."""
+        self._closed = True
+        state = self._state
+        if state is None or state.done:
+            return
+        state.abandon()
+        with trio.CancelScope(shield=True):
+            async with self.sock._lock:
+                while not state.done:
+                    state.feed(await self.sock._read_record())
+
+    async def __aenter__(self) -> AsyncDump:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
