@@ -73,6 +73,21 @@ def flow_attrs(flow: Flow, ufid_flags: int = 0) -> dict[str, Any]:
     return attrs
 
 
+_PROGRAMS: dict[bytes, Any] = {}  # encoded actions -> compiled program, shared by flows
+
+
+def compiled_program(actions: list[tuple[str, Any]]) -> tuple[bytes, Any]:
+    """An action list's encoding and its compiled program (shared: flows and executes with the
+    same actions use one program)."""
+    raw = _ACTIONS.encode(actions)
+    program = _PROGRAMS.get(raw)
+    if program is None:
+        if len(_PROGRAMS) > 65536:
+            _PROGRAMS.clear()  # flows keep theirs; only the sharing is lost
+        program = _PROGRAMS[raw] = compile_actions(actions)
+    return raw, program
+
+
 def _ufid(attrs: dict[str, Any]) -> bytes | None:
     ufid = attrs.get("ufid")
     if ufid is not None and not 1 <= len(ufid) <= 16:
@@ -101,7 +116,6 @@ class FlowFamily:
                 Command(FlowCmd.SET, "SET", do=self.set, mutating=True, reply=Reply.ECHO),
             ],
         )
-        self._programs: dict[bytes, Any] = {}  # actions bytes -> compiled program (shared)
 
     def register(self, device: Device) -> Family:
         return device.register(self.family)
@@ -112,13 +126,7 @@ class FlowFamily:
         return self.extension.datapath(None, request.msg.dp_ifindex or 0)
 
     def _program(self, actions: list[tuple[str, Any]]) -> tuple[bytes, Any]:
-        raw = _ACTIONS.encode(actions)
-        program = self._programs.get(raw)
-        if program is None:
-            if len(self._programs) > 65536:
-                self._programs.clear()  # flows keep theirs; only the sharing is lost
-            program = self._programs[raw] = compile_actions(actions)
-        return raw, program
+        return compiled_program(actions)
 
     def _find(self, dp: Datapath, attrs: dict[str, Any]) -> Flow:
         ufid = _ufid(attrs)
@@ -164,9 +172,9 @@ class FlowFamily:
             raise einval("OVS_FLOW_CMD_NEW needs OVS_FLOW_ATTR_ACTIONS (an empty list drops)")
         ufid = _ufid(attrs)
         key, mask = attrs_to_key(attrs["key"], attrs.get("mask"))
-        # validated against the match as the request states it, as the kernel does
-        validate_actions(attrs["actions"], attrs["key"], attrs.get("mask"))
         raw, program = self._program(attrs["actions"])
+        # validated against the match as the request states it, as the kernel does
+        validate_actions(attrs["actions"], attrs["key"], attrs.get("mask"), encoded=raw)
         table = dp.flows
         flow = table.find_ufid(ufid) if ufid is not None else None
         if flow is None:

@@ -12,7 +12,7 @@ import errno
 from collections.abc import Mapping
 from typing import Any
 
-from ..flowtable.actions import Action, compile_actions, validate_actions
+from ..flowtable.actions import Action, validate_actions
 from ..flowtable.flow_key import extract_key, key_to_attrs, metadata_from_attrs, metadata_prefix
 from ..flowtable.packet_meta import PacketMeta
 from ..netlink.constants import OVS_PACKET_HASH_SW_BIT, OVSP_LOCAL, PacketCmd
@@ -23,6 +23,7 @@ from ..pseudodev.device import Device, Request
 from ..pseudodev.registry import Command, Family, Reply
 from .datapath import Datapath
 from .extension import OvsExtension
+from .flow_family import compiled_program
 from .pipeline import OWN, ActionRunner, Pipeline
 
 ETH_HLEN = 14
@@ -117,10 +118,10 @@ class PacketFamily:
             meta = meta._replace(in_port=OVSP_LOCAL)
         in_port = meta.in_port
         key = extract_key(packet, metadata_prefix(meta))
-        validate_actions(attrs["actions"], key_to_attrs(key))
+        raw, program = compiled_program(attrs["actions"])
+        validate_actions(attrs["actions"], key_to_attrs(key), encoded=raw)
         if attrs.get("probe"):
             return []  # a probe validates; it sends nothing and changes nothing
-        program = compile_actions(attrs["actions"])
         pmeta = PacketMeta(
             in_port,
             priority=meta.priority,

@@ -216,6 +216,12 @@ def _flow_facts(key: Mapping[Any, Any], mask: Mapping[Any, Any] | None) -> _Fact
     return f
 
 
+_VALIDATED: dict[tuple[Any, ...], None] = {}
+"""Successful validations, by (key facts, limits, encoded actions): validation depends on
+nothing else, and a handler installs the same few action lists on flows of every shape."""
+_VALIDATED_MAX = 4096
+
+
 def validate_actions(
     actions: Sequence[Action],
     key: Mapping[Any, Any],
@@ -223,6 +229,7 @@ def validate_actions(
     *,
     max_depth: int = MAX_DEPTH,
     max_size: int | None = MAX_ACTIONS_SIZE,
+    encoded: bytes | None = None,
 ) -> None:
     """Check an action list as the kernel does before installing a flow or executing a packet.
 
@@ -231,22 +238,45 @@ def validate_actions(
     current ethertype, outer VLAN and MPLS label count through push/pop actions (nested lists
     get a copy of that state).  Raises NetlinkError: EINVAL for invalid actions, EOVERFLOW for
     nesting deeper than ``max_depth``, EMSGSIZE when the encoded list exceeds ``max_size``
-    bytes, EOPNOTSUPP for actions ovsdp does not implement.
+    bytes, EOPNOTSUPP for actions ovsdp does not implement.  A caller that has the actions'
+    encoding passes it as ``encoded``: a list already found valid for the same key facts is not
+    checked again.
     """
     if not isinstance(actions, Sequence) or isinstance(actions, str | bytes):
         raise einval("actions must be a list of (name, value) pairs")
     try:
         facts = _flow_facts(key, mask)
+        memo = None
+        if encoded is not None:
+            memo = (
+                facts.ethernet,
+                facts.eth_type,
+                facts.vlan_tci,
+                facts.proto,
+                facts.frag,
+                facts.mpls_count,
+                max_depth,
+                max_size,
+                encoded,
+            )
+            if memo in _VALIDATED:
+                return
         _Validator(facts, max_depth).check_list(
             actions, facts.eth_type, facts.vlan_tci, facts.mpls_count, 0, "actions"
         )
         if max_size is not None:
-            size = len(CODECS["ovs_action"].encode(actions))
+            size = (
+                len(encoded) if encoded is not None else len(CODECS["ovs_action"].encode(actions))
+            )
             if size > max_size:
                 raise NetlinkError(
                     errno.EMSGSIZE,
                     f"actions of {size} bytes exceed the datapath's limit of {max_size} bytes",
                 )
+        if memo is not None:
+            if len(_VALIDATED) >= _VALIDATED_MAX:
+                _VALIDATED.clear()
+            _VALIDATED[memo] = None
     except NetlinkError:
         raise
     except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:

@@ -41,7 +41,7 @@ from .nla import (
     tuple_class,
 )
 
-MAX_NEST_DEPTH = 32
+MAX_NEST_DEPTH = 40
 """Attribute nests deeper than this are refused (EINVAL), whatever the space."""
 
 _NLA_HDR = struct.Struct("=HH")
@@ -519,11 +519,13 @@ class FastSpace:
         "numbers",
         "payloads",
         "schema",
+        "too_deep",
     )
 
     def __init__(self, schema: AttributeSpace) -> None:
         self.schema = schema
         self.name = schema.space_name
+        self.too_deep: int = schema.too_deep
         self.is_seq = schema.kind == "seq"
         self.numbers = dict(schema.numbers)
         self.by_type: dict[int, tuple[Any, ...]] = {}
@@ -556,7 +558,7 @@ class FastSpace:
         if end is None:
             end = len(buf)
         if depth > MAX_NEST_DEPTH:
-            raise einval(f"{self.name}: attributes nested deeper than {MAX_NEST_DEPTH}", start)
+            raise _too_deep(self, self.name, start)
         try:
             # the shape dispatch of _decode_nest, inline: this is every message's entry point
             if end - start < 4 or not SHAPES:
@@ -584,7 +586,7 @@ class FastSpace:
         if end is None:
             end = len(buf)
         if depth > MAX_NEST_DEPTH:
-            raise einval(f"{self.name}: attributes nested deeper than {MAX_NEST_DEPTH}", start)
+            raise _too_deep(self, self.name, start)
         try:
             return _decode_attrs(self, buf, start, end, depth, False)
         except struct.error:
@@ -857,9 +859,7 @@ def _decode_attrs(
                 value = b(buf, off + 4)[0]
             elif kind == _K_NESTED:
                 if depth >= MAX_NEST_DEPTH:
-                    raise einval(
-                        f"{space.name}.{key}: attributes nested deeper than {MAX_NEST_DEPTH}", off
-                    )
+                    raise _too_deep(a, f"{space.name}.{key}", off)
                 if shaped and nxt - off >= 8:
                     # _decode_nest, inline: shapes of the nested layout, else count it
                     s = off + 4
@@ -901,6 +901,14 @@ def _decode_attrs(
             out[key] = value
         off += (alen + 3) & ~3
     return out
+
+
+def _too_deep(entered: FastSpace, where: str, off: int) -> NetlinkError:
+    # the errno is the nested space's: EOVERFLOW for action lists (the kernel's answer), else
+    # EINVAL
+    return NetlinkError(
+        entered.too_deep, f"{where}: attributes nested deeper than {MAX_NEST_DEPTH}", off
+    )
 
 
 def _bad_length(space: FastSpace, off: int, alen: int, end: int) -> NetlinkError:

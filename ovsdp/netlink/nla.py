@@ -224,12 +224,21 @@ class AttributeSpace(cs.Construct):
     Registering the space makes it reachable from ``Nested(name)``.
     """
 
-    def __init__(self, name: str, fields: Mapping[int, Any], kind: str = "set") -> None:
+    def __init__(
+        self,
+        name: str,
+        fields: Mapping[int, Any],
+        kind: str = "set",
+        too_deep: int = errno.EINVAL,
+    ) -> None:
         super().__init__()
         if kind not in ("set", "seq"):
             raise ValueError(f"unknown space kind {kind!r}")
         self.space_name = name
         self.kind = kind
+        # the errno of a nest of this space past the codec's depth limit (the kernel answers
+        # EOVERFLOW for action lists nested too deep, EINVAL elsewhere)
+        self.too_deep = too_deep
         # number -> (name, construct); a ByLength attribute is listed under its label "a|b"
         self.fields: dict[int, tuple[str, Any]] = {}
         # every name (each alternative of a ByLength too) -> number, and -> its construct

@@ -32,6 +32,8 @@ Kernel and userspace header differences are resolved for the *datapath* (kernel)
 
 from __future__ import annotations
 
+import errno
+
 from construct import (
     Bytes,
     GreedyBytes,
@@ -338,7 +340,9 @@ ovs_userspace = AttributeSpace(
     },
 )
 ovs_sample = AttributeSpace(
-    "ovs_sample", {1: "probability" / Int32ul, 2: "actions" / Nested("ovs_action")}
+    "ovs_sample",
+    {1: "probability" / Int32ul, 2: "actions" / Nested("ovs_action")},
+    too_deep=errno.EOVERFLOW,
 )
 ovs_nat = AttributeSpace(
     "ovs_nat",
@@ -375,8 +379,11 @@ ovs_check_pkt_len = AttributeSpace(
         2: "actions_if_greater" / Nested("ovs_action"),
         3: "actions_if_less_equal" / Nested("ovs_action"),
     },
+    too_deep=errno.EOVERFLOW,
 )
-ovs_dec_ttl = AttributeSpace("ovs_dec_ttl", {1: "action" / Nested("ovs_action")})
+ovs_dec_ttl = AttributeSpace(
+    "ovs_dec_ttl", {1: "action" / Nested("ovs_action")}, too_deep=errno.EOVERFLOW
+)
 ovs_psample = AttributeSpace("ovs_psample", {1: "group" / Int32ul, 2: "cookie" / GreedyBytes})
 
 ovs_action = AttributeSpace(
@@ -412,6 +419,7 @@ ovs_action = AttributeSpace(
         28: "lb_output" / Int32ul,
     },
     kind="seq",
+    too_deep=errno.EOVERFLOW,
 )
 
 # --- the family attribute spaces ---------------------------------------------------------------
