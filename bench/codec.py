@@ -22,13 +22,45 @@ from typing import Any
 
 from pyroute2.netlink import genlmsg, nla
 
-from ovsdp.demo import example_flow_message
 from ovsdp.netlink import GenlMessage, decode_record, encode_genl, schema, shapes
+from ovsdp.netlink.constants import NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, FlowCmd
 from ovsdp.netlink.families import OVS_FLOW
+from ovsdp.netlink.structs import OvsKeyEthernet, OvsKeyIpv4, OvsKeyPorts
 
 from .harness import measure, print_ratios, print_table
 
 FAMILY_ID = 0x1D
+
+
+def example_flow_message(family_id: int = FAMILY_ID) -> GenlMessage:
+    """The benchmark's message: an OVS_FLOW_CMD_NEW matching one TCP flow, output to port 2."""
+    key = {
+        "in_port": 1,
+        "ethernet": OvsKeyEthernet(bytes.fromhex("525400000001"), bytes.fromhex("525400000002")),
+        "ethertype": 0x0800,
+        "ipv4": OvsKeyIpv4(0x0A000001, 0x0A000002, 6, 0, 64, 0),
+        "tcp": OvsKeyPorts(40000, 80),
+        "tcp_flags": 0x002,
+    }
+    mask = {
+        "in_port": 0xFFFFFFFF,
+        "ethernet": OvsKeyEthernet(b"\xff" * 6, b"\xff" * 6),
+        "ethertype": 0xFFFF,
+        "ipv4": OvsKeyIpv4(0xFFFFFFFF, 0xFFFFFFFF, 0xFF, 0, 0, 0xFF),
+        "tcp": OvsKeyPorts(0, 0xFFFF),
+        "tcp_flags": 0,
+    }
+    return GenlMessage(
+        family_id,
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
+        1,
+        0,
+        FlowCmd.NEW,
+        OVS_FLOW.version,
+        7,
+        {"key": key, "mask": mask, "actions": [("output", 2)]},
+    )
+
 
 # --- pyroute2: the same message declared with pyroute2's classes ------------------------------
 
