@@ -493,6 +493,42 @@ async def test_leaving_a_trio_dump_early_drains_it(srv: TrioService) -> None:
 BIG_DUMP = {"count": 2000, "payload": b"q" * 1000}  # 2 MB: more than the socket buffers hold
 
 
+async def test_one_trio_socket_shared_by_tasks(srv: TrioService) -> None:
+    """A task waiting in recv does not hold the socket: other tasks' transactions and a dump
+    run meanwhile, each gets its own answers, and recv gets the unsolicited messages."""
+    asock = await AsyncNetlinkSocket.connect(srv.path)
+    await asock.family(TEST_FAMILY, TEST_CODEC)
+    got: list[Any] = []
+    echoes: dict[int, int] = {}
+
+    async def receiver() -> None:
+        while len(got) < 6:
+            got.extend(await asock.recv())
+
+    async def echoer(base: int) -> None:
+        for i in range(base, base + 20):
+            (reply,) = await asock.transact(TEST_FAMILY, CMD_ECHO, {"id": i})
+            echoes[i] = reply.attrs["id"]
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receiver)
+            await trio.sleep(0.05)  # the receiver is now blocked reading
+            nursery.start_soon(echoer, 0)
+            nursery.start_soon(echoer, 100)
+            dumped = [m.attrs["id"] async for m in asock.dump(TEST_FAMILY, CMD_COUNT, BIG_DUMP)]
+            await asock.transact(TEST_FAMILY, CMD_SEND, {"count": 6, "pid": asock.pid})
+    assert dumped == list(range(2000))
+    assert echoes == {i: i for i in [*range(20), *range(100, 120)]}
+    assert len(got) == 6 and all(m.seq == 0 and m.cmd == CMD_SEND for m in got)
+    # a cancelled reader leaves the socket usable
+    with trio.move_on_after(0.05):
+        await asock.recv()
+    (reply,) = await asock.transact(TEST_FAMILY, CMD_ECHO, {"id": 5})
+    assert reply.attrs["id"] == 5
+    asock.close()
+
+
 async def test_requests_while_a_dump_runs_on_the_same_socket(
     srv: TrioService, sock_type: str
 ) -> None:

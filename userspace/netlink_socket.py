@@ -123,7 +123,11 @@ def _is_overrun(msg: AnyMessage) -> bool:
 
 
 class Transaction:
-    """The replies of one request record, collected until its marker arrives."""
+    """The replies of one request record, collected until its marker arrives.
+
+    While it waits, the session routes it every message carrying one of its sequence numbers,
+    whoever reads them (this task, another task's transaction or dump, or recv).
+    """
 
     def __init__(self, session: Session, seqs: list[int]) -> None:
         self.session = session
@@ -132,22 +136,33 @@ class Transaction:
         self.done = False
 
     def feed(self, messages: list[AnyMessage]) -> None:
-        """Messages of one record: ours are collected, the rest stashed as unsolicited."""
+        """Messages of one record (for drivers that read on their own): routed by the session."""
+        self.session.dispatch(messages)
+
+    def take(self, msg: AnyMessage) -> None:
+        """One message carrying one of this transaction's sequence numbers."""
         last = self.order[-1]
-        for msg in messages:
-            if isinstance(msg, NoopMessage) and msg.seq == last:
-                self.done = True
-            elif msg.seq in self.results:
-                result = self.results[msg.seq]
-                if isinstance(msg, ErrorMessage):
-                    if msg.error:
-                        result.error = NetlinkError(
-                            -msg.error, msg.reason or os.strerror(-msg.error)
-                        )
-                elif isinstance(msg, GenlMessage):
-                    result.replies.append(msg)
-            else:
-                self.session.stash(msg)
+        if isinstance(msg, NoopMessage):
+            if msg.seq == last:
+                self.finish()
+            return
+        result = self.results[msg.seq]
+        if isinstance(msg, ErrorMessage):
+            if msg.error:
+                result.error = NetlinkError(-msg.error, msg.reason or os.strerror(-msg.error))
+        elif isinstance(msg, GenlMessage):
+            result.replies.append(msg)
+        if not self.session.markers and msg.seq == last:
+            # Only while the markers are being turned on: that one request always answers.
+            self.finish()
+
+    def finish(self) -> None:
+        """Complete (or give up: a timeout, a cancellation); late messages are dropped."""
+        self.done = True
+        pending = self.session.pending
+        for seq in self.order:
+            if pending.get(seq) is self:
+                del pending[seq]
 
     def outcome(self) -> list[Result]:
         return [self.results[s] for s in self.order]
@@ -175,7 +190,7 @@ class Dump:
         append = self.entries.append
         for msg in messages:
             if msg.seq != seq:
-                self.session.stash(msg)
+                self.session.dispatch((msg,))
             elif keep and type(msg) is GenlMessage:  # the common case, inline
                 append(msg)
             else:
@@ -215,6 +230,8 @@ class Session:
         }
         self.unsolicited: deque[AnyMessage] = deque()
         self.current_dump: Dump | None = None  # one dump at a time per socket
+        self.pending: dict[int, Transaction] = {}  # sequence number -> transaction waiting
+        self.markers = False  # the service ends each answer with a marker (NLMSG_NOOP)
 
     def decode(self, record: Any) -> list[AnyMessage]:
         """A received record's messages."""
@@ -240,7 +257,10 @@ class Session:
         """The record to send for a batch of requests, and the state that collects replies."""
         seqs = [next(self.seq) for _ in requests]
         record = b"".join(self.encode(r, s) for r, s in zip(requests, seqs, strict=True))
-        return record, Transaction(self, seqs)
+        txn = Transaction(self, seqs)
+        for seq in seqs:
+            self.pending[seq] = txn
+        return record, txn
 
     def dump(self, family: str, cmd: int, attrs: Any, dp_ifindex: Any) -> tuple[bytes, Dump]:
         """The record that starts a dump, and the state that reads it (EBUSY while another dump
@@ -281,14 +301,25 @@ class Session:
         except KeyError:
             raise NetlinkError(errno.ENOENT, f"family {family} has no group {group!r}") from None
 
+    def dispatch(self, messages: Sequence[AnyMessage]) -> None:
+        """The messages of one received record, each to whoever waits for it: a transaction
+        (by sequence number), the dump in progress, or recv (unsolicited: upcalls, events,
+        overruns, all with sequence number 0).  Anything else is the late answer of a request
+        given up on (a timeout, a cancellation): dropped."""
+        pending, dump = self.pending, self.current_dump
+        for msg in messages:
+            seq = msg.seq
+            if seq == 0:
+                self.unsolicited.append(msg)
+            elif (txn := pending.get(seq)) is not None:
+                txn.take(msg)
+            elif dump is not None and seq == dump.seq:
+                dump.take(msg)
+                dump = self.current_dump
+
     def stash(self, msg: AnyMessage) -> None:
-        """A message nobody waiting asked for.  Unsolicited ones (upcalls, events, overruns:
-        sequence number 0) are kept for recv; those of the dump in progress go to it; anything
-        else is the late answer of a request given up on (a timeout, a cancellation): dropped."""
-        if msg.seq == 0:
-            self.unsolicited.append(msg)
-        elif self.current_dump is not None and msg.seq == self.current_dump.seq:
-            self.current_dump.take(msg)
+        """One message nobody in particular waited for (see :meth:`dispatch`)."""
+        self.dispatch((msg,))
 
     def take_unsolicited(self) -> list[AnyMessage]:
         """What recv returns: queued messages up to an overrun, which is raised on its own."""
@@ -335,11 +366,10 @@ class NetlinkSocket:
             raise
         self.sock = sock
         self._buffer = bytearray(MAX_RECORD)
-        self.markers = False
         control = self.family(CONTROL_FAMILY)
         props = self.transact(control.name, CTRL_SOCK_PROP, {"txn_markers": 1})[0].attrs
         self.session.pid = props["sock_pid"]
-        self.markers = True
+        self.session.markers = True
         # Learn every family the service has that this client can decode, so unsolicited
         # messages (upcalls, events) of any of them can be read.
         for reply in self.dump(NLCTRL.name, CtrlCmd.GETFAMILY):
@@ -439,14 +469,13 @@ class NetlinkSocket:
         for req in requests:
             self.family(req.family)
         record, txn = self.session.transaction(requests)
-        self._send(record)
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        if not self.markers:
-            # Only while turning the markers on: that one request always answers.
-            txn.feed(self._read_record(self._deadline_left(deadline)))
-            return txn.outcome()
-        while not txn.done:
-            txn.feed(self._read_record(self._deadline_left(deadline)))
+        try:
+            self._send(record)
+            deadline = None if self.timeout is None else time.monotonic() + self.timeout
+            while not txn.done:
+                self.session.dispatch(self._read_record(self._deadline_left(deadline)))
+        finally:
+            txn.finish()
         return txn.outcome()
 
     def dump(
@@ -522,8 +551,7 @@ class NetlinkSocket:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.session.unsolicited:
             try:
-                for msg in self._read_record(self._deadline_left(deadline)):
-                    self.session.stash(msg)
+                self.session.dispatch(self._read_record(self._deadline_left(deadline)))
             except TimeoutError:
                 return []
             self._drain_nonblocking()
@@ -535,22 +563,27 @@ class NetlinkSocket:
                 messages = self._read_record(0)
             except TimeoutError:
                 return
-            for msg in messages:
-                self.session.stash(msg)
+            self.session.dispatch(messages)
 
 
 # --- the trio driver --------------------------------------------------------------------------
 
 
 class AsyncNetlinkSocket:
-    """The same socket for trio code: ``sock = await AsyncNetlinkSocket.connect(path)``."""
+    """The same socket for trio code: ``sock = await AsyncNetlinkSocket.connect(path)``.
+
+    Several tasks may use one socket at once (a task waiting in :meth:`recv` while others run
+    transactions and dumps): one of them at a time reads a record and the session routes its
+    messages to whoever waits for them; the others wait for that read to finish.
+    """
 
     def __init__(self, path: str, sock: trio.socket.SocketType) -> None:
         self.path = path
         self.sock = sock
         self.session = Session()
-        self.markers = False
-        self._lock = trio.Lock()  # one exchange at a time: replies are read in order
+        self._send_lock = trio.Lock()  # trio refuses two tasks sending on one socket at once
+        self._reading = False  # a task is reading a record
+        self._read_done = trio.Event()  # set (and replaced) when that read ends
         self._dump_owner: weakref.ref[AsyncDump] | None = None  # the iterator of the dump
 
     @classmethod
@@ -569,7 +602,7 @@ class AsyncNetlinkSocket:
         await self.family(CONTROL_FAMILY)
         props = (await self.transact(CONTROL_FAMILY, CTRL_SOCK_PROP, {"txn_markers": 1}))[0].attrs
         self.session.pid = props["sock_pid"]
-        self.markers = True
+        self.session.markers = True
         async for reply in self.dump(NLCTRL.name, CtrlCmd.GETFAMILY):
             codec = KNOWN_FAMILIES.get(reply.attrs.get("family_name", ""))
             if codec is not None and codec.name not in self.session.families:
@@ -579,6 +612,10 @@ class AsyncNetlinkSocket:
     @property
     def pid(self) -> int:
         return self.session.pid
+
+    @property
+    def markers(self) -> bool:
+        return self.session.markers
 
     def close(self) -> None:
         """Close the connection."""
@@ -592,7 +629,8 @@ class AsyncNetlinkSocket:
 
     async def _send(self, record: bytes) -> None:
         try:
-            await self.sock.send(record)
+            async with self._send_lock:
+                await self.sock.send(record)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ServiceGone(f"the ovsdp service on {self.path} went away ({exc})") from None
         except OSError as exc:
@@ -602,25 +640,35 @@ class AsyncNetlinkSocket:
                 ) from None
             raise
 
+    async def _pump(self) -> None:
+        """Read one record and route its messages; if another task is reading, wait until its
+        read ends instead (its record may hold what the caller waits for)."""
+        if self._reading:
+            await self._read_done.wait()
+            return
+        self._reading = True
+        try:
+            data = await self.sock.recv(MAX_RECORD)
+        except ConnectionResetError:
+            data = b""
+        finally:
+            self._reading = False
+            done, self._read_done = self._read_done, trio.Event()
+            done.set()
+        if not data:
+            raise ServiceGone(f"the ovsdp service on {self.path} closed the connection")
+        self.session.dispatch(self.session.decode(data))
+
     async def _settle(self) -> None:
-        """(Under the lock.)  Read to its end a dump whose iterator was dropped unfinished (a
-        ``break`` out of ``async for`` without ``aclosing``), so the socket is free again."""
+        """Read to its end a dump whose iterator was dropped unfinished (a ``break`` out of
+        ``async for`` without ``aclosing``), so the socket can dump again."""
         state = self.session.current_dump
         owner = self._dump_owner
         if state is None or owner is None or owner() is not None:
             return
         state.abandon()
         while not state.done:
-            state.feed(await self._read_record())
-
-    async def _read_record(self) -> list[AnyMessage]:
-        try:
-            data = await self.sock.recv(MAX_RECORD)
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            raise ServiceGone(f"the ovsdp service on {self.path} closed the connection")
-        return self.session.decode(data)
+            await self._pump()
 
     async def family(self, name: str, codec: GenlFamily | None = None) -> ResolvedFamily:
         """Resolve a family by name through nlctrl (cached)."""
@@ -643,38 +691,35 @@ class AsyncNetlinkSocket:
         """Several requests in one record; each gets its replies or its error."""
         for req in requests:
             await self.family(req.family)
-        async with self._lock:
-            await self._settle()
-            record, txn = self.session.transaction(requests)
+        await self._settle()
+        record, txn = self.session.transaction(requests)
+        try:
             await self._send(record)
-            if not self.markers:
-                txn.feed(await self._read_record())
-                return txn.outcome()
             while not txn.done:
-                txn.feed(await self._read_record())
-            return txn.outcome()
+                await self._pump()
+        finally:
+            txn.finish()
+        return txn.outcome()
 
     def dump(self, family: str, cmd: int, attrs: Any = None, *, dp_ifindex: Any = 0) -> AsyncDump:
         """Iterate a dump as it is read: ``async for entry in sock.dump(...)``.
 
         Leaving early drains the rest: at once with ``async with aclosing(sock.dump(...))`` (or
         ``async with sock.dump(...) as entries``), else when the socket is next used.
+        One dump at a time per socket: another task's dump meanwhile is EBUSY, as on Linux.
         """
         return AsyncDump(self, family, cmd, attrs, dp_ifindex)
 
     async def _start_dump(self, owner: AsyncDump) -> Dump:
         await self.family(owner.family)
-        async with self._lock:
-            await self._settle()
-            record, state = self.session.dump(
-                owner.family, owner.cmd, owner.attrs, owner.dp_ifindex
-            )
-            self._dump_owner = weakref.ref(owner)
-            try:
-                await self._send(record)
-            except BaseException:
-                self.session.forget_dump(state)
-                raise
+        await self._settle()
+        record, state = self.session.dump(owner.family, owner.cmd, owner.attrs, owner.dp_ifindex)
+        self._dump_owner = weakref.ref(owner)
+        try:
+            await self._send(record)
+        except BaseException:
+            self.session.forget_dump(state)
+            raise
         return state
 
     async def properties(self, **changes: int) -> dict[str, Any]:
@@ -706,13 +751,11 @@ class AsyncNetlinkSocket:
 
     async def recv(self) -> list[AnyMessage]:
         """Wait for unsolicited messages (wrap in trio.move_on_after for a timeout); raises
-        NetlinkError(ENOBUFS) after an overrun, as the blocking recv does."""
+        NetlinkError(ENOBUFS) after an overrun, as the blocking recv does.  Other tasks may
+        use the socket meanwhile."""
+        await self._settle()
         while not self.session.unsolicited:
-            async with self._lock:
-                await self._settle()
-                if not self.session.unsolicited:
-                    for msg in await self._read_record():
-                        self.session.stash(msg)
+            await self._pump()
         return self.session.take_unsolicited()
 
 
@@ -746,9 +789,7 @@ class AsyncDump:
                 if state.error is not None:
                     raise state.error
                 raise StopAsyncIteration
-            async with self.sock._lock:
-                if not state.entries and not state.done:
-                    state.feed(await self.sock._read_record())
+            await self.sock._pump()
         return state.entries.popleft()
 
     async def aclose(self) -> None:
@@ -759,9 +800,8 @@ class AsyncDump:
             return
         state.abandon()
         with trio.CancelScope(shield=True):
-            async with self.sock._lock:
-                while not state.done:
-                    state.feed(await self.sock._read_record())
+            while not state.done:
+                await self.sock._pump()
 
     async def __aenter__(self) -> AsyncDump:
         return self
