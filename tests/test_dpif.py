@@ -39,6 +39,7 @@ from ovsdp.netlink.constants import (
     VportCmd,
     VportType,
 )
+from ovsdp.netlink.message import GenlMessage
 from userspace.dpif import (
     DP,
     OVSP_NONE,
@@ -693,6 +694,14 @@ def test_recv_upcalls_miss_and_action(h: Harness, ports: Dpif) -> None:
         assert executed.cmd == PacketCmd.ACTION and executed.packet == frame
         assert Dpif.recv_upcalls(handler, timeout=0.1) == []
         assert dpif.get_stats().n_lost == 0
+        # an upcall without its key (another service's bug) costs only itself
+        packet_id = handler.family("ovs_packet").id
+        bad = GenlMessage(packet_id, 0, 0, 0, PacketCmd.MISS, 1, dpif.dp_ifindex, {"packet": frame})
+        handler.session.unsolicited.append(bad)
+        inject(h, "vm3", [frame])
+        assert Dpif.recv_upcalls(handler, timeout=5) == []  # the queued bad one, dropped
+        (good,) = Dpif.recv_upcalls(handler, timeout=5)
+        assert good.key["in_port"] == 3
     finally:
         handler.close()
 

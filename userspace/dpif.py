@@ -15,6 +15,7 @@ text and back).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from ovsdp.netlink.errors import NetlinkError
 from ovsdp.netlink.message import ErrorMessage, GenlMessage
 
 from .netlink_socket import NetlinkSocket, Request, Result
+
+log = logging.getLogger(__name__)
 
 DP = "ovs_datapath"
 VPORT = "ovs_vport"
@@ -653,11 +656,16 @@ class Dpif:
     @staticmethod
     def recv_upcalls(sock: NetlinkSocket, timeout: float | None = None) -> list[Upcall]:
         """Upcalls waiting on ``sock`` (a handler's socket); NetlinkError(ENOBUFS) after an
-        overrun, which a handler counts as lost and reads on."""
+        overrun, which a handler counts as lost and reads on.  A malformed upcall is logged and
+        skipped (as dpif-netlink drops it), not allowed to cost the others of its batch."""
         out = []
+        packet_id = sock.family(PACKET).id
         for msg in sock.recv(timeout):
-            if isinstance(msg, GenlMessage) and msg.type == sock.family(PACKET).id:
-                out.append(parse_upcall(msg))
+            if isinstance(msg, GenlMessage) and msg.type == packet_id:
+                try:
+                    out.append(parse_upcall(msg))
+                except NetlinkError as exc:
+                    log.warning("dropped a malformed upcall: %s", exc.reason)
         return out
 
 
@@ -709,10 +717,15 @@ class PortMonitor:
                 return [PortEvent("resync")]
             raise
         events = []
+        vport_id = self.sock.family(VPORT).id
         for msg in messages:
             if isinstance(msg, ErrorMessage):
                 continue
-            if not isinstance(msg, GenlMessage) or msg.dp_ifindex != self.dpif.dp_ifindex:
+            if (
+                not isinstance(msg, GenlMessage)
+                or msg.type != vport_id
+                or msg.dp_ifindex != self.dpif.dp_ifindex
+            ):
                 continue
             attrs = msg.attrs
             kind = _EVENT_KINDS.get(msg.cmd)
