@@ -8,8 +8,7 @@ import warnings
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from ovsdp.flowtable.actions import (
     ActionProgram,

@@ -9,8 +9,7 @@ import timeit
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.contrib.mpls import MPLS
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption
 from scapy.layers.inet6 import (
@@ -30,8 +29,7 @@ from scapy.layers.l2 import ARP, LLC, SNAP, Dot1AD, Dot1Q, Dot3, Ether
 from scapy.layers.sctp import SCTP
 from scapy.packet import Packet, Raw
 
-from ovsdp.flowtable import flow_key as fk
-from ovsdp.flowtable import layout
+from ovsdp.flowtable import flow_key as fk, layout
 from ovsdp.flowtable.flow_key import (
     FIELDS,
     KEY_SIZE,

@@ -25,8 +25,7 @@ from flow_support import (
     key_mask,
     l2_megaflow_text,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ovsdp.flowtable.flow_key import attrs_to_key, extract_key, port_prefix
 from ovsdp.netlink.constants import FlowCmd, PacketCmd

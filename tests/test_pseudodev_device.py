@@ -14,8 +14,7 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from pseudodev_support import (
     CMD_COUNT,
     CMD_DEL,
@@ -1168,8 +1167,13 @@ def test_a_handler_bug_answers_eio_and_the_device_carries_on() -> None:
     """An exception other than NetlinkError in a handler (an ovsdp bug) answers that request
     with EIO, or ends that dump with EIO; nothing else notices."""
     from ovsdp.netlink.constants import NLM_F_DUMP, NLM_F_REQUEST
-    from ovsdp.netlink.message import DoneMessage, ErrorMessage, GenlMessage, decode_record
-    from ovsdp.netlink.message import encode_genl as encode
+    from ovsdp.netlink.message import (
+        DoneMessage,
+        ErrorMessage,
+        GenlMessage,
+        decode_record,
+        encode_genl as encode,
+    )
     from ovsdp.pseudodev.registry import Command, Family
 
     def broken(request: object) -> list[GenlMessage]:
