@@ -14,6 +14,7 @@ from scapy.layers.inet6 import ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
 from scapy.layers.l2 import ARP, LLC, Dot1AD, Dot1Q, Dot3, Ether
 from scapy.layers.sctp import SCTP
 from scapy.packet import Raw
+from test_key_fast import check_attrs_to_key, check_metadata_from_attrs
 
 from ovsdp.flowtable.flow_key import (
     FIELDS,
@@ -21,7 +22,6 @@ from ovsdp.flowtable.flow_key import (
     NO_IN_PORT,
     Metadata,
     TunnelKey,
-    attrs_to_key,
     exact_mask,
     extract_key,
     flow_to_attrs,
@@ -30,7 +30,6 @@ from ovsdp.flowtable.flow_key import (
     mask_key,
     mask_to_attrs,
     masked_key_attrs,
-    metadata_from_attrs,
     metadata_prefix,
     port_prefix,
 )
@@ -46,6 +45,11 @@ from ovsdp.netlink.structs import (
     OvsKeyNd,
     OvsKeyPorts,
 )
+
+# Every call below goes through all of attrs_to_key's paths (compiled shapes, the generic loops,
+# the reference) and checks that they agree; see tests/test_key_fast.py.
+attrs_to_key = check_attrs_to_key
+metadata_from_attrs = check_metadata_from_attrs
 
 OVS_KEY = CODECS["ovs_key"]
 SRC = bytes.fromhex("001122334455")

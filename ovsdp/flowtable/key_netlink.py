@@ -20,6 +20,13 @@ tunnel info "bridge" mode, NSH, PACKET_TYPE, ND_EXTENSIONS, TUNNEL_INFO, IPV6_EX
 conntrack fields with a non-zero value (zero-valued CT_STATE/ZONE/MARK/LABELS/ORIG_TUPLE key
 attributes are accepted and ignored: every ovsdp packet is untracked).  Keys are emitted without
 the conntrack attributes (like a kernel built without conntrack) and without IPV6_EXTHDRS.
+
+Speed: :func:`attrs_to_key` and :func:`metadata_from_attrs` first try the fast paths of
+:mod:`.key_fast` (compiled per attribute layout, or table-driven loops), which answer only when
+the result is certain; everything else, errors included, goes through the rule-by-rule
+implementation kept here (``_attrs_to_key_reference``, ``_metadata_from_attrs_reference``), so
+results and errors are the reference's.  The emitters unpack the flat key once into locals
+(``_emit``); ``_put_key_reference`` is the first implementation, kept for the tests.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from ovsdp.netlink.structs import (
     OvsKeyPorts,
 )
 
+from .key_fast import fast_attrs_to_key, fast_metadata_from_attrs
 from .layout import (
     _SEQUENTIAL,
     AF_INET,
@@ -101,6 +109,13 @@ def _unpack(key: bytes) -> Any:
     return _Key._make(_FULL.unpack(key))
 
 
+def _fields(key: bytes) -> tuple[Any, ...]:
+    """Every field of a flat key, in layout order (the L3 union as 36 bytes)."""
+    if len(key) != KEY_SIZE:
+        raise ValueError(f"a flat key has {KEY_SIZE} bytes, not {len(key)}")
+    return _FULL_UNPACK(key)
+
+
 def key_to_attrs(key: bytes, mask: bytes | None = None, *, as_mask: bool = False) -> Attrs:
     """The netlink key of a flat key, in the kernel's order.
 
@@ -114,19 +129,178 @@ def key_to_attrs(key: bytes, mask: bytes | None = None, *, as_mask: bool = False
         return mask_to_attrs(key, mask)
     if mask is not None:
         key = mask_key(key, mask)
-    k = _unpack(key)
-    return _put_key(k, k, False)
+    k = _fields(key)
+    return _emit(k, k, False)
 
 
 def mask_to_attrs(key: bytes, mask: bytes) -> Attrs:
     """The netlink mask of a flow as the kernel dumps it (the masked key picks the attributes)."""
-    return _put_key(_unpack(mask_key(key, mask)), _unpack(mask), True)
+    sw = _fields(mask_key(key, mask))
+    return _emit(sw, _fields(mask), True)
 
 
 def flow_to_attrs(key: bytes, mask: bytes) -> tuple[Attrs, Attrs]:
     """``(masked key attributes, mask attributes)`` of a megaflow, for a flow dump."""
-    sw = _unpack(mask_key(key, mask))
-    return _put_key(sw, sw, False), _put_key(sw, _unpack(mask), True)
+    sw = _fields(mask_key(key, mask))
+    return _emit(sw, sw, False), _emit(sw, _fields(mask), True)
+
+
+def _key_to_attrs_reference(key: bytes) -> Attrs:
+    """:func:`key_to_attrs` (without a mask) as first written (the reference of the tests)."""
+    k = _unpack(key)
+    return _put_key_reference(k, k, False)
+
+
+def _mask_to_attrs_reference(key: bytes, mask: bytes) -> Attrs:
+    """:func:`mask_to_attrs` as first written (the reference of the tests)."""
+    return _put_key_reference(_unpack(mask_key(key, mask)), _unpack(mask), True)
+
+
+# Positions in the tuple of a key's fields (layout order), checked against the layout.
+_I_IN_PORT, _I_TUN_PROTO, _I_VLAN_TCI, _I_CVLAN_TCI, _I_ETH_TYPE = 0, 11, 17, 19, 20
+_I_MAC_PROTO, _I_IP_PROTO, _I_IP_FRAG, _I_TP_SRC = 21, 22, 25, 27
+assert [name for name, _ in _SEQUENTIAL].index("nd_tll") == 32
+for _i, _name in (
+    (_I_IN_PORT, "in_port"),
+    (_I_TUN_PROTO, "tun_proto"),
+    (_I_VLAN_TCI, "vlan_tci"),
+    (_I_CVLAN_TCI, "cvlan_tci"),
+    (_I_ETH_TYPE, "eth_type"),
+    (_I_MAC_PROTO, "mac_proto"),
+    (_I_IP_PROTO, "ip_proto"),
+    (_I_IP_FRAG, "ip_frag"),
+    (_I_TP_SRC, "tp_src"),
+):
+    assert _SEQUENTIAL[_i][0] == _name
+del _i, _name
+_FULL_UNPACK = _FULL.unpack
+_new = tuple.__new__
+
+
+def _emit(sw: tuple[Any, ...], out: tuple[Any, ...], is_mask: bool) -> Attrs:
+    """``sw`` (the masked key's fields) decides which attributes appear, ``out`` supplies their
+    values: the kernel's __ovs_nla_put_key."""
+    (
+        in_port,
+        recirc_id,
+        dp_hash,
+        priority,
+        skb_mark,
+        tun_id,
+        tun_src,
+        tun_dst,
+        tun_tos,
+        tun_ttl,
+        tun_flags,
+        _tun_proto,
+        tun_tp_src,
+        tun_tp_dst,
+        eth_dst,
+        eth_src,
+        vlan_tpid,
+        vlan_tci,
+        cvlan_tpid,
+        cvlan_tci,
+        eth_type,
+        _mac_proto,
+        ip_proto,
+        ip_tos,
+        ip_ttl,
+        ip_frag,
+        l3,
+        tp_src,
+        tp_dst,
+        tcp_flags,
+        nd_target,
+        nd_sll,
+        nd_tll,
+    ) = out
+    d: Attrs = {"recirc_id": recirc_id, "dp_hash": dp_hash, "priority": priority}
+    sw_tun_proto = sw[_I_TUN_PROTO]
+    if sw_tun_proto or is_mask:
+        t: Attrs = {}
+        if tun_flags & TUN_F_KEY:
+            t["id"] = tun_id
+        if sw_tun_proto == AF_INET:
+            if tun_src:
+                t["ipv4_src"] = tun_src
+            if tun_dst:
+                t["ipv4_dst"] = tun_dst
+        if tun_tos:
+            t["tos"] = tun_tos
+        t["ttl"] = tun_ttl
+        if tun_flags & TUN_F_DF:
+            t["dont_fragment"] = True
+        if tun_flags & TUN_F_CSUM:
+            t["csum"] = True
+        if tun_tp_src:
+            t["tp_src"] = tun_tp_src
+        if tun_tp_dst:
+            t["tp_dst"] = tun_tp_dst
+        if tun_flags & TUN_F_OAM:
+            t["oam"] = True
+        d["tunnel"] = t
+    if sw[_I_IN_PORT] == NO_IN_PORT:
+        if is_mask and in_port == 0xFFFF:
+            d["in_port"] = 0xFFFFFFFF
+    else:
+        d["in_port"] = (0xFFFF0000 | in_port) if is_mask else in_port
+    d["skb_mark"] = skb_mark
+    cur = d
+    etype = sw[_I_ETH_TYPE]
+    if sw[_I_MAC_PROTO] == MAC_PROTO_ETHERNET:
+        d["ethernet"] = _new(OvsKeyEthernet, (eth_src, eth_dst))
+        sw_tci = sw[_I_VLAN_TCI]
+        if sw_tci or etype in VLAN_TPIDS:
+            cur["ethertype"] = 0xFFFF if is_mask else vlan_tpid
+            cur["vlan"] = vlan_tci
+            cur["encap"] = cur = {}
+            if not sw_tci:
+                return d
+            sw_ctci = sw[_I_CVLAN_TCI]
+            if sw_ctci or etype in VLAN_TPIDS:
+                cur["ethertype"] = 0xFFFF if is_mask else cvlan_tpid
+                cur["vlan"] = cvlan_tci
+                cur["encap"] = cur = {}
+                if not sw_ctci:
+                    return d
+        if etype == ETH_P_802_2:
+            # 802.2 frames have no ETHERTYPE in the key; the mask shows its (exact) mask
+            if is_mask and eth_type:
+                cur["ethertype"] = eth_type
+            return d
+    cur["ethertype"] = eth_type
+    if etype == ETH_P_IP:
+        src, dst = _U_IP4.unpack_from(l3)
+        cur["ipv4"] = _new(OvsKeyIpv4, (src, dst, ip_proto, ip_tos, ip_ttl, ip_frag))
+    elif etype == ETH_P_IPV6:
+        src6, dst6, label = _U_IP6.unpack_from(l3)
+        cur["ipv6"] = _new(OvsKeyIpv6, (src6, dst6, label, ip_proto, ip_tos, ip_ttl, ip_frag))
+    else:
+        if etype in _ARP_TYPES:
+            sip, tip, sha, tha = _U_ARP.unpack_from(l3)
+            cur["arp"] = _new(OvsKeyArp, (sip, tip, ip_proto, sha, tha))
+        elif etype in _MPLS_TYPES:
+            l0, l1, l2, labels = _U_MPLS.unpack_from(l3)
+            cur["mpls"] = (l0, l1, l2)[: min(labels.bit_count(), MPLS_LABEL_DEPTH)]
+        return d  # (a VLAN TPID here is a third tag: nothing is known about the rest)
+    if sw[_I_IP_FRAG] != FRAG_LATER:
+        proto = sw[_I_IP_PROTO]
+        if proto == IPPROTO_TCP:
+            cur["tcp"] = _new(OvsKeyPorts, (tp_src, tp_dst))
+            cur["tcp_flags"] = tcp_flags
+        elif proto == IPPROTO_UDP:
+            cur["udp"] = _new(OvsKeyPorts, (tp_src, tp_dst))
+        elif proto == IPPROTO_SCTP:
+            cur["sctp"] = _new(OvsKeyPorts, (tp_src, tp_dst))
+        elif proto == IPPROTO_ICMP:
+            if etype == ETH_P_IP:
+                cur["icmp"] = _new(OvsKeyIcmp, (tp_src & 0xFF, tp_dst & 0xFF))
+        elif proto == IPPROTO_ICMPV6 and etype == ETH_P_IPV6:
+            cur["icmpv6"] = _new(OvsKeyIcmp, (tp_src & 0xFF, tp_dst & 0xFF))
+            if sw[_I_TP_SRC] in _ND_TYPES:
+                cur["nd"] = _new(OvsKeyNd, (nd_target, nd_sll, nd_tll))
+    return d
 
 
 def _put_tunnel(out: Any, sw_tun_proto: int) -> Attrs:
@@ -155,7 +329,7 @@ def _put_tunnel(out: Any, sw_tun_proto: int) -> Attrs:
     return t
 
 
-def _put_key(sw: Any, out: Any, is_mask: bool) -> Attrs:
+def _put_key_reference(sw: Any, out: Any, is_mask: bool) -> Attrs:
     """``sw`` decides which attributes appear, ``out`` supplies their values."""
     d: Attrs = {"recirc_id": out.recirc_id, "dp_hash": out.dp_hash, "priority": out.priority}
     if sw.tun_proto or is_mask:
@@ -680,7 +854,21 @@ def attrs_to_key(key_attrs: Attrs, mask_attrs: Attrs | None = None) -> tuple[byt
     matched exactly) is parsed with "all-zero attribute = absent", the VLAN TCIs are matched
     exactly unless the mask narrows them, and ``match_validate`` checks the pairing rules.
     The key is returned unmasked.  Raises NetlinkError (EINVAL) with a one-line reason.
+
+    The common shapes take the fast path (:mod:`.key_fast`); anything it does not take (errors
+    included) goes through :func:`_attrs_to_key_reference`, which decides.
     """
+    result = fast_attrs_to_key(key_attrs, mask_attrs)
+    if result is None:
+        return _attrs_to_key_reference(key_attrs, mask_attrs)
+    return result
+
+
+def _attrs_to_key_reference(
+    key_attrs: Attrs, mask_attrs: Attrs | None = None
+) -> tuple[bytes, bytes]:
+    """:func:`attrs_to_key` written out rule by rule, as the kernel does it (the reference the
+    fast path is tested against, and what decides every input the fast path does not take)."""
     try:
         m = _Match()
         a: dict[str, Any] = {}
@@ -722,6 +910,14 @@ def metadata_from_attrs(key_attrs: Attrs) -> Metadata:
     input port).  Header attributes are ignored; a key without ETHERNET but with ETHERTYPE (a
     layer-3 packet) is rejected, as are non-zero conntrack fields and unsupported tunnels.
     """
+    meta = fast_metadata_from_attrs(key_attrs)
+    if meta is None:
+        return _metadata_from_attrs_reference(key_attrs)
+    return meta
+
+
+def _metadata_from_attrs_reference(key_attrs: Attrs) -> Metadata:
+    """:func:`metadata_from_attrs` rule by rule (the reference of the fast path)."""
     try:
         m = _Match()
         a: dict[str, Any] = {}
