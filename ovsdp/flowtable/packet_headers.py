@@ -2,7 +2,8 @@
 
 :func:`parse_headers` finds the offsets that packet-modifying actions need (the ethertype field
 after the VLAN tags, L3, L4, the IP protocol and the fragment type); :func:`flow_hash` computes
-the L4 5-tuple hash that the ``hash`` action and upcalls use.  Both never raise: a truncated or
+the L4 5-tuple hash that the ``hash`` action uses (upcalls carry the pipeline's hash of the
+flow key unless a ``hash`` action set one).  Both never raise: a truncated or
 malformed header simply leaves the later fields absent (offset -1).
 
 This is deliberately much smaller than the flow-key extraction in :mod:`.flow_key`: actions need

@@ -4,8 +4,9 @@ As the Windows datapath keeps them (``portIdHashArray`` for Hyper-V ports, ``tun
 for the tunnel ports userspace adds), ports backed by a switch port and tunnel ports live in
 separate hash tables with separate counters; every port is also indexed by number and by name.
 
-Lookups: by port number, by name, by switch port id (the ingress path: which vport is this switch
-port?), by tunnel (type, UDP destination port) (the decap path).  Port numbers: the one asked for
+Lookups: by port number, by name, by switch port id (management: which vport holds this switch
+port?  The ingress path does not look up: each switch port carries its binding), by tunnel
+(type, UDP destination port) (the decap path).  Port numbers: the one asked for
 (EBUSY if taken, EFBIG at or past the limit), else the lowest free one from 1 (0 is the local
 port).
 """
