@@ -246,8 +246,19 @@ def _attr_number(name: Any) -> int:
 
 _SCALAR_ONES = {
     name: (1 << (8 * len(attr_payload("ovs_key", name, 0)))) - 1
-    for name in ("priority", "in_port", "vlan", "ethertype", "skb_mark", "dp_hash", "recirc_id",
-                 "ct_state", "ct_zone", "ct_mark", "packet_type")
+    for name in (
+        "priority",
+        "in_port",
+        "vlan",
+        "ethertype",
+        "skb_mark",
+        "dp_hash",
+        "recirc_id",
+        "ct_state",
+        "ct_zone",
+        "ct_mark",
+        "packet_type",
+    )
 }
 
 
