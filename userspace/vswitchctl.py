@@ -10,6 +10,15 @@
     ovsdp vswitch inject NAME FRAME_HEX [--count N]
     ovsdp vswitch received NAME [--count N]    (prints and removes what a memory port received)
 
+The host's tunnel endpoint (the VTEP, docs/tunnel.md):
+
+    ovsdp vswitch set-vtep NAME ADDRESS/LEN|none    (the internal port's address: the VTEP's)
+    ovsdp vswitch set-gateway ADDRESS|none
+    ovsdp vswitch set-uplink NAME|default
+    ovsdp vswitch add-neighbour ADDRESS MAC | del-neighbour ADDRESS | neighbours
+    ovsdp vswitch tunnel          (the endpoint and its counters)
+    ovsdp vswitch tunnel-stats    (the counters only, one per line)
+
 Errors print ``ovsdp vswitch: what (strerror)`` on stderr and exit with status 1.
 """
 
@@ -22,12 +31,21 @@ from typing import Any
 
 from ovsdp.netlink.errors import NetlinkError
 from ovsdp.netlink.message import GenlFamily
-from ovsdp.vswitch.family import VSWITCH_FAMILY, VSWITCH_VERSION, VSwitchCmd
+from ovsdp.tunnel.endpoint import STAT_NAMES, format_ipv4, parse_interface, parse_ipv4
+from ovsdp.vswitch.family import (
+    TUNNEL_FAMILY,
+    TUNNEL_VERSION,
+    VSWITCH_FAMILY,
+    VSWITCH_VERSION,
+    TunnelCmd,
+    VSwitchCmd,
+)
 from ovsdp.vswitch.switch import PortType, check_name, format_mac, parse_mac
 
 from .netlink_socket import NetlinkSocket, ServiceGone
 
 CODEC = GenlFamily(VSWITCH_FAMILY, VSWITCH_VERSION, 0, "ovsdp_vswitch")
+TUNNEL_CODEC = GenlFamily(TUNNEL_FAMILY, TUNNEL_VERSION, 0, TUNNEL_FAMILY)
 PROG = "ovsdp vswitch"
 
 
@@ -66,6 +84,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     received = sub.add_parser("received", help="print (and remove) what a memory port got")
     received.add_argument("name")
     received.add_argument("--count", type=int, default=1024)
+    vtep = sub.add_parser("set-vtep", help="the VTEP address (on the internal port)")
+    vtep.add_argument("name")
+    vtep.add_argument("address", metavar="ADDRESS/LEN|none")
+    gateway = sub.add_parser("set-gateway", help="the VTEP's default gateway")
+    gateway.add_argument("address", metavar="ADDRESS|none")
+    uplink = sub.add_parser("set-uplink", help="the external port tunnel packets use")
+    uplink.add_argument("name", metavar="NAME|default")
+    add_nb = sub.add_parser("add-neighbour", help="a static ARP entry of the VTEP")
+    add_nb.add_argument("address")
+    add_nb.add_argument("mac")
+    del_nb = sub.add_parser("del-neighbour", help="forget a neighbour of the VTEP")
+    del_nb.add_argument("address")
+    sub.add_parser("neighbours", help="the VTEP's neighbour table")
+    sub.add_parser("tunnel", help="the tunnel endpoint and its counters")
+    sub.add_parser("tunnel-stats", help="the tunnel endpoint's counters")
 
 
 def _set_changes(items: list[str]) -> dict[str, Any]:
@@ -84,9 +117,58 @@ def _set_changes(items: list[str]) -> dict[str, Any]:
         elif key == "name":
             check_name(value)
             out["new_name"] = value
+        elif key == "ipv4":
+            out.update(_vtep_attrs(value))
         else:
-            raise UsageError(f"cannot set {key!r} (mtu, mac, name)")
+            raise UsageError(f"cannot set {key!r} (mtu, mac, name)")  # (and ipv4, set-vtep's)
     return out
+
+
+def _vtep_attrs(text: str) -> dict[str, Any]:
+    if text == "none":
+        return {"ipv4_address": 0}
+    try:
+        address, prefix = parse_interface(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return {"ipv4_address": address, "ipv4_prefix": prefix}
+
+
+def _address(text: str, none_ok: bool = False) -> int:
+    if none_ok and text == "none":
+        return 0
+    try:
+        return parse_ipv4(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not an IPv4 address") from None
+
+
+def _neighbour_row(attrs: dict[str, Any]) -> str:
+    mac = format_mac(attrs["mac"]) if "mac" in attrs else "-"
+    age = f"{attrs['age_ms'] / 1000:.1f}s" if "age_ms" in attrs else "-"
+    return f"{format_ipv4(attrs['ipv4_address']):<16} {mac:<17} {attrs['state']:<10} {age}"
+
+
+NEIGHBOUR_HEADER = f"{'ADDRESS':<16} {'MAC':<17} {'STATE':<10} AGE"
+
+
+def _tunnel_lines(attrs: dict[str, Any]) -> list[str]:
+    address = (
+        f"{format_ipv4(attrs['ipv4_address'])}/{attrs['ipv4_prefix']}"
+        if "ipv4_address" in attrs
+        else "none"
+    )
+    gateway = format_ipv4(attrs["gateway"]) if attrs.get("gateway") else "none"
+    lines = [
+        f"vtep: {attrs.get('port', '-')} {address} mac "
+        f"{format_mac(attrs['mac']) if 'mac' in attrs else '-'}",
+        f"gateway: {gateway}",
+        f"uplink: {attrs.get('uplink', 'none')}",
+        "counters:",
+    ]
+    stats = attrs.get("stats", {})
+    lines += [f"  {name}: {stats.get(name, 0)}" for name in STAT_NAMES]
+    return lines
 
 
 def _frame(text: str) -> bytes:
@@ -161,7 +243,47 @@ def _execute(sock: NetlinkSocket, args: argparse.Namespace) -> list[str]:
             VSWITCH_FAMILY, VSwitchCmd.TAKE, {"name": args.name, "count": args.count}
         )
         return [m.attrs["frame"].hex() for m in replies]
+    tunnel_lines = _execute_tunnel(sock, args)
+    if tunnel_lines is not None:
+        return tunnel_lines
     raise UsageError(f"unknown command {cmd}")
+
+
+def _execute_tunnel(sock: NetlinkSocket, args: argparse.Namespace) -> list[str] | None:
+    """The tunnel endpoint's commands; None for another command."""
+    cmd = args.vswitch_command
+    echo = 0x08
+
+    def call(command: int, attrs: dict[str, Any]) -> dict[str, Any]:
+        sock.family(TUNNEL_FAMILY, TUNNEL_CODEC)
+        reply: dict[str, Any] = sock.transact(TUNNEL_FAMILY, command, attrs, flags=echo)[0].attrs
+        return reply
+
+    if cmd == "set-vtep":
+        attrs = {"name": args.name, **_vtep_attrs(args.address)}
+        sock.transact(VSWITCH_FAMILY, VSwitchCmd.SET_PORT, attrs, flags=echo)
+        return _tunnel_lines(call(TunnelCmd.GET, {}))[:1]
+    if cmd == "set-gateway":
+        return _tunnel_lines(call(TunnelCmd.SET, {"gateway": _address(args.address, True)}))[1:2]
+    if cmd == "set-uplink":
+        name = "" if args.name == "default" else args.name
+        return _tunnel_lines(call(TunnelCmd.SET, {"uplink": name}))[2:3]
+    if cmd == "add-neighbour":
+        attrs = {"ipv4_address": _address(args.address), "mac": parse_mac(args.mac)}
+        return [_neighbour_row(call(TunnelCmd.ADD_NEIGHBOUR, attrs))]
+    if cmd == "del-neighbour":
+        call(TunnelCmd.DEL_NEIGHBOUR, {"ipv4_address": _address(args.address)})
+        return []
+    if cmd == "neighbours":
+        sock.family(TUNNEL_FAMILY, TUNNEL_CODEC)
+        rows = [_neighbour_row(m.attrs) for m in sock.dump(TUNNEL_FAMILY, TunnelCmd.GET_NEIGHBOUR)]
+        return [NEIGHBOUR_HEADER, *rows]
+    if cmd == "tunnel":
+        return _tunnel_lines(call(TunnelCmd.GET, {}))
+    if cmd == "tunnel-stats":
+        stats = call(TunnelCmd.GET, {}).get("stats", {})
+        return [f"{name} {stats.get(name, 0)}" for name in STAT_NAMES]
+    return None
 
 
 def run(args: argparse.Namespace) -> int:

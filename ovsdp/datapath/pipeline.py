@@ -21,26 +21,32 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..flowtable.actions import Action, ActionProgram
 from ..flowtable.flow_key import (
     Metadata,
     extract_key,
+    key_metadata,
     metadata_prefix,
     port_prefix,
 )
 from ..flowtable.packet_meta import PacketMeta
 from ..flowtable.table import Flow, tcp_flags_of
-from ..netlink.constants import OVSP_LOCAL
-from ..ports.vport import Vport, VportState
-from ..vswitch.switch import Packet, SwitchPort, VSwitch
+from ..netlink.constants import ETH_HLEN, OVS_VXLAN_DEFAULT_PORT, OVSP_LOCAL, VportType
+from ..ports.vport import Vport, VportState, VportStats
+from ..tunnel.endpoint import Template, TunnelEndpoint, TunnelParams, endpoint_of
+from ..tunnel.vxlan import (
+    OUTER_HLEN,
+    OUTER_STRUCT,
+    SPORT_MAX,
+    SPORT_MIN,
+)
+from ..vswitch.switch import Packet, PortType, SwitchPort, VSwitch
 from .datapath import Datapath
 
 if TYPE_CHECKING:
     from .extension import OvsExtension
-
-ETH_HLEN = 14
 
 MAX_RECIRCULATIONS = 8
 """Recirculations of one packet (the kernel nests at most a handful: OVS_RECURSION_LIMIT 5)."""
@@ -190,6 +196,10 @@ class Pipeline:
         self.unbound_rx = 0  # from switch ports no datapath holds
         self.output_no_port = 0  # output actions naming no vport
         self.short_frames = 0  # runts the kernel would drop (< 14 bytes)
+        # tunnels (ovsdp/tunnel): the switch's VTEP, and which action programs are exactly
+        # set(tunnel(...)) + output (encapsulated in bulk: _encap_fast)
+        self.tunnel: TunnelEndpoint = endpoint_of(self.switch)
+        self._encap_plans: dict[ActionProgram, _EncapPlan | Literal[False]] = {}
 
     @property
     def outstanding(self) -> int:
@@ -200,6 +210,10 @@ class Pipeline:
 
     def ingress(self, port: SwitchPort, frames: list[bytes]) -> None:
         """The ingress send hook: one batch of switch frames from ``port``."""
+        if port.type is PortType.EXTERNAL and self.tunnel.is_uplink(port):
+            frames = self._tunnel_rx(frames)  # what is for the VTEP is taken out
+            if not frames:
+                return
         switch = self.switch
         binding = port.binding
         if binding is None:
@@ -218,7 +232,8 @@ class Pipeline:
         prefix = port_prefix(vport.port_no)
         now = self.clock()
         outputs: dict[int, list[bytes]] = {}  # single-output flows' frames, by port
-        others: list[tuple[Flow, bytes]] = []  # frames whose flow has other actions
+        # frames whose flow has other actions (with their keys: _encap_fast hashes them)
+        others: list[tuple[Flow, bytes, bytes]] = []
         misses: list[tuple[bytes, bytes]] = []
         classified = 0
         last_out = -1
@@ -253,8 +268,9 @@ class Pipeline:
                 else:
                     last_frames.append(frame)
             else:
-                others.append((flow, frame))
+                others.append((flow, frame, key))
         table.n_cache_hit += len(frames) - classified
+        table.n_mask_hit += len(frames) - classified  # each cache hit found one mask
         dp.stats.n_hit += len(frames) - len(misses)
         for port_no, out_frames in outputs.items():
             self.forward(dp, port_no, out_frames)
@@ -272,11 +288,17 @@ class Pipeline:
         self.switch.complete(runts)
         return kept
 
-    def _run_actions(self, dp: Datapath, vport: Vport, others: list[tuple[Flow, bytes]]) -> None:
+    def _run_actions(
+        self, dp: Datapath, vport: Vport, others: list[tuple[Flow, bytes, bytes]]
+    ) -> None:
         """Frames whose flow has actions other than one output: run them one by one."""
+        if dp.vports.n_tunnel:
+            others = self._encap_fast(dp, others)
+            if not others:
+                return
         runner = ActionRunner(self, dp)
         dropped = 0
-        for flow, frame in others:
+        for flow, frame, _key in others:
             program: ActionProgram = flow.program
             if program.drops:
                 dropped += 1
@@ -353,8 +375,35 @@ class Pipeline:
     def tunnel_output(
         self, runner: ActionRunner, vport: Vport, frame: bytes, meta: PacketMeta
     ) -> None:
-        """Output to a tunnel vport: encapsulation (ovsdp/tunnel)."""
-        vport.stats.tx_errors += 1  # no tunnel endpoint configured
+        """Output to a tunnel vport: the packet is encapsulated with the key set by
+        ``set(tunnel(...))`` and leaves through the uplink as a packet of the extension's own
+        (one, or its outer fragments); drops count in the vport's tx_dropped and the
+        endpoint's counters."""
+        tunnel = self.tunnel
+        stats = vport.stats
+        if vport.type is not VportType.VXLAN:
+            stats.tx_dropped += 1
+            return
+        tunnel.maybe_tick()
+        result = tunnel.encapsulate(
+            frame, meta.egress_tunnel, vport.dst_port or OVS_VXLAN_DEFAULT_PORT, meta.hash
+        )
+        if result is None:
+            stats.tx_dropped += 1
+        else:
+            outers, uplink = result
+            parent = runner.parent
+            for outer in outers:
+                packet = Packet(outer, None, parent)
+                packet.dests.append(uplink)
+                if isinstance(parent, FrameRef):
+                    parent.refs += 1
+                runner.sends.append(packet)
+            self.created += len(outers)
+            stats.tx_packets += 1
+            stats.tx_bytes += len(frame)
+        if tunnel.tx:
+            runner.sends.extend(self._tunnel_tx_packets())
 
     def flush(self, runner: ActionRunner) -> None:
         """Send the runner's packets and deliver its upcalls."""
@@ -455,3 +504,333 @@ class Pipeline:
                     if vport is not None:
                         vport.upcall_success -= 1
                         vport.upcall_fail += 1
+
+    # -- tunnels: decapsulation and bulk encapsulation (ovsdp/tunnel, docs/tunnel.md) -----------
+
+    def _tunnel_rx(self, frames: list[bytes]) -> list[bytes]:
+        """A batch from the uplink: VXLAN packets for the VTEP are decapsulated and go through
+        the flow table of their VXLAN vport's datapath; fragments for the VTEP are held for
+        reassembly; the rest is returned to go the ordinary way.
+
+        The decapsulated inner frame is the switch's frame with its data start advanced past
+        the outer headers (an NBL's NdisAdvanceNetBufferDataStart), so it is completed like
+        any switch frame; a reassembled datagram stands for the fragment that completed it,
+        and the other fragments are completed when they are taken in.
+        """
+        tunnel = self.tunnel
+        tunnel.maybe_tick()
+        ports: dict[int, tuple[tuple[Datapath, Vport], int]] = {}
+        for dp in self.extension.datapaths.values():
+            if dp.vports.n_tunnel:
+                for (vtype, dst_port), vport in dp.vports.by_tunnel.items():
+                    if vtype == VportType.VXLAN and dst_port not in ports:
+                        ports[dst_port] = ((dp, vport), vport.port_no)
+        decapsulated, rest, consumed = tunnel.receive(frames, ports)
+        if consumed:
+            self.switch.complete(consumed)
+        for (dp, vport), items in decapsulated.items():
+            self._ingress_decapsulated(dp, vport, items)
+        if tunnel.tx:
+            self._send_tunnel_tx()
+        return rest
+
+    def _ingress_decapsulated(
+        self, dp: Datapath, vport: Vport, items: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Inner frames from a VXLAN vport, with their keys (tunnel metadata and in_port in
+        the prefix): the ingress path of :meth:`ingress` for keys computed per frame."""
+        stats = vport.stats
+        stats.rx_packets += len(items)
+        stats.rx_bytes += sum(len(frame) for _, frame in items)
+        table = dp.flows
+        emc = table.emc
+        classify = table.classify
+        now = self.clock()
+        outputs: dict[int, list[bytes]] = {}
+        others: list[tuple[Flow, bytes, bytes]] = []
+        misses: list[tuple[bytes, bytes]] = []
+        classified = 0
+        for key, frame in items:
+            entry = emc.get(key)
+            if entry is None or entry[0].dead:
+                classified += 1
+                flow = classify(key)
+                if flow is None:
+                    misses.append((key, frame))
+                    continue
+                flags = tcp_flags_of(key)
+            else:
+                flow, flags = entry
+            flow.n_packets += 1
+            flow.n_bytes += len(frame)
+            flow.used = now
+            if flags:
+                flow.tcp_flags |= flags
+            out = flow.out
+            if out is not None:
+                group = outputs.get(out)
+                if group is None:
+                    outputs[out] = [frame]
+                else:
+                    group.append(frame)
+            else:
+                others.append((flow, frame, key))
+        table.n_cache_hit += len(items) - classified
+        dp.stats.n_hit += len(items) - len(misses)
+        for port_no, out_frames in outputs.items():
+            self.forward(dp, port_no, out_frames)
+        if others:
+            runner = ActionRunner(self, dp)
+            dropped = 0
+            for flow, frame, key in others:
+                program: ActionProgram = flow.program
+                if program.drops:
+                    dropped += 1
+                    continue
+                ref = FrameRef(self.switch)
+                runner.parent = ref
+                meta = PacketMeta(vport.port_no, tunnel=key_metadata(key).tunnel)
+                program.execute(frame, meta, runner)
+                self.run_recirculations(runner)
+                ref.release()
+            if dropped:
+                self.switch.complete(dropped)
+            self.flush(runner)
+        if misses:
+            self._upcall_misses(dp, vport, misses)
+
+    def _encap_fast(
+        self, dp: Datapath, others: list[tuple[Flow, bytes, bytes]]
+    ) -> list[tuple[Flow, bytes, bytes]]:
+        """Frames whose flow's actions are exactly set(tunnel(...)) and an output to a VXLAN
+        vport are encapsulated in bulk with their key's header template (the rest is returned
+        for the general path).
+
+        Each outer frame is the switch's frame with outer headers pushed in front (an NBL's
+        NdisRetreatNetBufferDataStart), forwarded and completed like any switch frame; a frame
+        that has to be fragmented becomes packets of the extension's own instead.
+        """
+        plans = self._encap_plans
+        tunnel = self.tunnel
+        rest: list[tuple[Flow, bytes, bytes]] = []
+        outers: list[bytes] = []
+        append = outers.append
+        slow: list[tuple[_EncapPlan, bytes, bytes]] = []  # too long, to drop, with a checksum
+        by_no = dp.vports.by_no
+        pack = OUTER_STRUCT.pack
+        width = SPORT_MAX - SPORT_MIN
+        ip_id = tunnel.ip_id
+        generation = -1
+        up = False
+        last_program = None
+        plan: _EncapPlan | Literal[False] = False
+        limit = _NOT_VXLAN  # the longest frame the plan encapsulates here, or what else to do
+        eth = addrs = b""
+        ftp = dport = vx = base = 0
+        stats: VportStats | None = None
+        start = 0  # where the frames of ``stats``' vport begin in ``outers``
+        for item in others:
+            flow, frame, key = item
+            program = flow.program
+            if program is not last_program:  # most of a batch has the program of the one before
+                last_program = program
+                cached = plans.get(program)
+                if cached is None:
+                    if len(plans) >= MAX_ENCAP_PLANS:
+                        plans.clear()
+                    cached = plans[program] = _encap_plan(program)
+                plan = cached
+                if plan is False:
+                    limit = _NOT_VXLAN
+                else:
+                    if generation < 0:
+                        generation = tunnel.prepare()
+                        uplink = tunnel.uplink()
+                        up = uplink is not None and uplink.operational
+                    vport = by_no.get(plan.port_no)
+                    if plan.generation != generation or vport is not plan.vport:
+                        self._resolve_plan(plan, vport, generation)
+                    limit, eth, ftp, addrs, dport, vx, base, vstats = plan.fast
+                    if limit >= 0:
+                        if not up:
+                            limit = _DROPPED
+                        elif vstats is not stats:
+                            if stats is not None:
+                                self._count_sent(stats, outers, start)
+                            stats = vstats
+                            start = len(outers)
+                    elif not up and limit != _NOT_VXLAN:
+                        limit = _DROPPED
+            n = len(frame)
+            if n > limit or limit < 0:
+                if limit == _NOT_VXLAN:
+                    rest.append(item)  # the general path handles (and counts) it
+                else:
+                    slow.append((plan, frame, key))  # type: ignore[arg-type]
+                continue
+            # OuterTemplate.build, inlined; the flow's hash is its key's (the EMC cached it)
+            ip_id = (ip_id + 1) & 0xFFFF
+            s = (base + n + ip_id) % 0xFFFF
+            append(
+                pack(eth, n + 36, ip_id, ftp, 0xFFFF - s if s else 0, addrs,
+                     SPORT_MIN + hash(key) % width, dport, n + 16, 0, vx)
+                + frame
+            )  # fmt: skip
+        tunnel.ip_id = ip_id
+        if stats is not None:
+            self._count_sent(stats, outers, start)
+        if outers:
+            tunnel.counters.encap_packets += len(outers)
+            self.switch.forward(uplink, outers)  # type: ignore[arg-type]
+        if slow:
+            self._encap_slow(slow)
+        if tunnel.tx:
+            self._send_tunnel_tx()
+        return rest
+
+    @staticmethod
+    def _count_sent(stats: VportStats, outers: list[bytes], start: int) -> None:
+        """tx statistics of a tunnel vport for the outer frames from ``start`` on (its bytes
+        are the inner frames')."""
+        count = len(outers) - start
+        stats.tx_packets += count
+        stats.tx_bytes += sum(map(len, outers[start:])) - count * OUTER_HLEN
+
+    def _resolve_plan(self, plan: _EncapPlan, vport: Vport | None, generation: int) -> None:
+        """A plan's vport, template and frame size limit for the endpoint's generation (a
+        failed lookup is not counted here, nor kept for the next batch: see _encap_slow)."""
+        plan.vport = vport
+        plan.generation = generation
+        if vport is None or vport.type is not VportType.VXLAN:
+            plan.template = None
+            plan.limit = _NOT_VXLAN
+            plan.fast = _NO_FAST
+            return
+        template = self.tunnel.lookup_template(
+            plan.params, vport.dst_port or OVS_VXLAN_DEFAULT_PORT, count=False
+        )
+        plan.template = template
+        if template is None:
+            plan.limit = _DROPPED
+            plan.generation = -1  # ask again in the next batch
+            plan.fast = (_DROPPED, *_NO_FAST[1:])
+            return
+        outer = template.outer
+        plan.limit = _SLOW if outer.csum else template.mtu + 14 - OUTER_HLEN
+        eth, ftp, addrs, dport, vx, base = outer.fast
+        # the IPv4 total length is the inner length + 36
+        plan.fast = (plan.limit, eth, ftp, addrs, dport, vx, base + 36, vport.stats)
+
+    def _encap_slow(self, slow: list[tuple[_EncapPlan, bytes, bytes]]) -> None:
+        """Tunnel-flow frames the bulk path does not send: those that cannot be sent now
+        (no template: counted by a lookup, which may ask for the next hop's MAC; or the uplink
+        is down), those whose outer packet exceeds the uplink's MTU (dropped with DF, else sent
+        as outer fragments, packets of the extension's own that complete the frame with the
+        last), and those of templates with a UDP checksum."""
+        switch = self.switch
+        tunnel = self.tunnel
+        sends: list[Packet] = []
+        whole: list[bytes] = []
+        dropped = 0
+        uplink = None
+        for plan, frame, key in slow:
+            template, vport = plan.template, plan.vport
+            assert vport is not None
+            stats = vport.stats
+            if template is None or not template.uplink.operational:
+                if template is None:
+                    tunnel.lookup_template(plan.params, vport.dst_port or OVS_VXLAN_DEFAULT_PORT)
+                else:
+                    tunnel.counters.no_uplink += 1
+                stats.tx_dropped += 1
+                dropped += 1
+                continue
+            pieces = tunnel.wrap(template, frame, hash(key) or 1)
+            if pieces is None:
+                stats.tx_dropped += 1
+                dropped += 1
+                continue
+            stats.tx_packets += 1
+            stats.tx_bytes += len(frame)
+            uplink = template.uplink
+            if len(pieces) == 1:
+                whole += pieces  # one frame for one switch frame: forwarded like the bulk's
+                continue
+            ref = FrameRef(switch)
+            for piece in pieces:
+                packet = Packet(piece, None, ref)
+                packet.dests.append(template.uplink)
+                sends.append(packet)
+            ref.refs += len(pieces) - 1
+        if dropped:
+            switch.complete(dropped)
+        if whole:
+            switch.forward(uplink, whole)  # type: ignore[arg-type]
+        if sends:
+            self.created += len(sends)
+            switch.send(sends)
+
+    def _tunnel_tx_packets(self) -> list[Packet]:
+        """The endpoint's own frames (ARP requests) as packets of the extension's own."""
+        frames = self.tunnel.take_tx()
+        uplink = self.tunnel.uplink()
+        if uplink is None or not uplink.operational:
+            return []
+        packets = []
+        for frame in frames:
+            packet = Packet(frame, None, OWN)
+            packet.dests.append(uplink)
+            packets.append(packet)
+        self.created += len(packets)
+        return packets
+
+    def _send_tunnel_tx(self) -> None:
+        packets = self._tunnel_tx_packets()
+        if packets:
+            self.switch.send(packets)
+
+
+MAX_ENCAP_PLANS = 4096
+# an _EncapPlan's limit when it is not the longest frame the bulk path encapsulates:
+_DROPPED = -1  # its frames cannot be sent now (no template, the uplink down): _encap_slow
+_NOT_VXLAN = -2  # its port is not a VXLAN vport: the general path
+_SLOW = -3  # its template has a UDP checksum: _encap_slow
+_NO_FAST = (_NOT_VXLAN, b"", 0, b"", 0, 0, 0, None)
+
+
+class _EncapPlan:
+    """A flow program that is exactly set(tunnel(...)) then an output: its tunnel parameters
+    and output port number (hashed by identity)."""
+
+    __slots__ = ("fast", "generation", "limit", "params", "port_no", "template", "vport")
+
+    def __init__(self, params: TunnelParams, port_no: int) -> None:
+        self.params = params
+        self.port_no = port_no
+        # resolved for the endpoint's generation and the vport: its template, and the longest
+        # inner frame it encapsulates without fragments (-1: its frames are dropped;
+        # _NOT_VXLAN: the general path takes them)
+        self.generation = -1
+        self.vport: Vport | None = None
+        self.template: Template | None = None
+        self.limit = -1
+        # what _encap_fast loads when the plan changes: the limit, the template's constant
+        # fields (OuterTemplate.fast, the IPv4 checksum's sum counting the 36 header bytes), the
+        # vport's statistics
+        self.fast: tuple[Any, ...] = _NO_FAST
+
+
+def _encap_plan(program: ActionProgram) -> _EncapPlan | Literal[False]:
+    """The encapsulation plan of a program, or False if it is not set(tunnel) + output."""
+    actions = program.actions
+    if len(actions) != 2:
+        return False
+    (set_name, set_value), (out_name, port_no) = actions
+    if set_name != "set" or out_name != "output" or not isinstance(set_value, Mapping):
+        return False
+    if len(set_value) != 1 or not isinstance(set_value.get("tunnel"), Mapping):
+        return False
+    params = TunnelParams.from_key(set_value["tunnel"])
+    if params is None:
+        return False  # the general path counts it
+    return _EncapPlan(params, int(port_no))

@@ -4,21 +4,31 @@ What the Hyper-V control plane does to its switch (PowerShell's Add-VMNetworkAda
 Connect-VMNetworkAdapter, Rename-VMNetworkAdapter, ...), as a generic-netlink family, so
 ``ovsdp vswitch`` and tests can drive it.  Every change reaches the datapath extension through
 the switch's callbacks, exactly as if Hyper-V had made it.
+
+The VTEP address is a property of the internal port (``SET_PORT`` with ``ipv4_address`` and
+``ipv4_prefix``; ``GET_PORT`` shows it).  The rest of the host's tunnel endpoint -- gateway,
+uplink, neighbour table, counters -- is the companion family ``ovsdp_tunnel`` (docs/tunnel.md),
+registered with this one.
 """
 
 from __future__ import annotations
 
 import enum
 import errno
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from construct import Bytes, Int8ub, Int32ub, Int64ul
+
+from ..netlink.codec import CODECS, compile_new_spaces
 from ..netlink.errors import NetlinkError, einval
 from ..netlink.message import GenlMessage
+from ..netlink.nla import AttributeSpace, Nested, NulString
 from ..pseudodev.device import Device, Request
 from ..pseudodev.registry import Command, Family, Reply
+from ..tunnel.endpoint import STAT_NAMES, TunnelEndpoint, check_unicast, endpoint_of
 from .memory import MemoryBackend
-from .switch import PortType, SwitchPort, VSwitch
+from .switch import PortType, SwitchPort, VSwitch, check_mac
 
 VSWITCH_FAMILY = "ovsdp_vswitch"
 VSWITCH_VERSION = 1
@@ -42,8 +52,8 @@ MAX_INJECT = 65536  # frames one INJECT may repeat
 MAX_TAKE = 1024  # frames one TAKE returns (ask again for more)
 
 
-def port_attrs(port: SwitchPort) -> dict[str, Any]:
-    """What a port reply carries."""
+def port_attrs(port: SwitchPort, endpoint: TunnelEndpoint | None = None) -> dict[str, Any]:
+    """What a port reply carries (with the VTEP address if ``port`` is the endpoint's VTEP)."""
     attrs: dict[str, Any] = {
         "name": port.name,
         "port_type": int(port.type),
@@ -64,6 +74,9 @@ def port_attrs(port: SwitchPort) -> dict[str, Any]:
         dp, vport = port.binding
         attrs["datapath"] = dp.name
         attrs["port_no"] = vport.port_no
+    if endpoint is not None and endpoint.routes.address and endpoint.vtep_port() is port:
+        attrs["ipv4_address"] = endpoint.routes.address
+        attrs["ipv4_prefix"] = endpoint.routes.prefix
     return attrs
 
 
@@ -143,10 +156,13 @@ class VSwitchFamily:
         )
 
     def register(self, device: Device) -> Family:
-        return device.register(self.family)
+        """Register the family, and its companion ovsdp_tunnel after it."""
+        family = device.register(self.family)
+        TunnelFamily(self.switch).register(device)
+        return family
 
     def _reply(self, request: Request, cmd: int, port: SwitchPort) -> list[GenlMessage]:
-        return [request.reply(cmd, port_attrs(port))]
+        return [request.reply(cmd, port_attrs(port, endpoint_of(self.switch)))]
 
     def add_port(self, request: Request) -> list[GenlMessage]:
         attrs = request.attrs
@@ -166,7 +182,7 @@ class VSwitchFamily:
 
     def del_port(self, request: Request) -> list[GenlMessage]:
         port = self.switch.port(request.attrs["name"])
-        before = port_attrs(port)
+        before = port_attrs(port, endpoint_of(self.switch))
         self.switch.delete_port(port.name)
         return [request.reply(VSwitchCmd.DEL_PORT, before)]
 
@@ -187,15 +203,47 @@ class VSwitchFamily:
 
     def set_port(self, request: Request) -> list[GenlMessage]:
         attrs = request.attrs
-        if not {"mtu", "mac", "new_name"} & set(attrs):
-            raise einval("SET_PORT needs mtu, mac or new_name")
-        port = self.switch.update_port(
-            attrs["name"],
-            mtu=attrs.get("mtu"),
-            mac=attrs.get("mac"),
-            new_name=attrs.get("new_name"),
-        )
+        if not {"mtu", "mac", "new_name", "ipv4_address"} & set(attrs):
+            raise einval("SET_PORT needs mtu, mac, new_name or ipv4_address")
+        vtep = self._vtep_change(attrs) if "ipv4_address" in attrs else None
+        port = self.switch.port(attrs["name"])
+        if {"mtu", "mac", "new_name"} & set(attrs):
+            port = self.switch.update_port(
+                attrs["name"],
+                mtu=attrs.get("mtu"),
+                mac=attrs.get("mac"),
+                new_name=attrs.get("new_name"),
+            )
+        if vtep is not None:
+            vtep(port)
         return self._reply(request, VSwitchCmd.SET_PORT, port)
+
+    def _vtep_change(self, attrs: dict[str, Any]) -> Callable[[SwitchPort], None]:
+        """Check a change of the VTEP address (the internal port's ``ipv4_address``; 0: none)
+        before anything changes; the function that makes it."""
+        port = self.switch.port(attrs["name"])
+        endpoint = endpoint_of(self.switch)
+        address = attrs["ipv4_address"]
+        prefix = attrs.get("ipv4_prefix")
+        if port.type is not PortType.INTERNAL:
+            raise einval(f"{port.name} is {port.type.label}: only the internal port holds the VTEP")
+        if address:
+            if prefix is None:
+                raise einval("ipv4_address needs ipv4_prefix")
+            if prefix > 32:
+                raise einval(f"prefix length {prefix} is outside 0..32")
+            try:
+                check_unicast(address)
+            except ValueError as exc:
+                raise einval(str(exc)) from None
+
+        def change(port: SwitchPort) -> None:
+            if address:
+                endpoint.set_vtep(address, prefix or 0, port.name)
+            elif endpoint.vtep_port() is port:
+                endpoint.set_vtep(0, endpoint.routes.prefix, endpoint.vtep_port_name)
+
+        return change
 
     def get_port(self, request: Request) -> list[GenlMessage]:
         return self._reply(request, VSwitchCmd.GET_PORT, self.switch.port(request.attrs["name"]))
@@ -204,7 +252,7 @@ class VSwitchFamily:
         for port_id in sorted(self.switch.ports):
             port = self.switch.ports.get(port_id)
             if port is not None:
-                yield request.reply(VSwitchCmd.GET_PORT, port_attrs(port))
+                yield request.reply(VSwitchCmd.GET_PORT, port_attrs(port, endpoint_of(self.switch)))
 
     def inject(self, request: Request) -> list[GenlMessage]:
         """Frames as if the port's NIC had received them (``count`` copies, in one batch)."""
@@ -240,3 +288,167 @@ def memory_backend(switch: VSwitch, name: str) -> MemoryBackend:
     if not isinstance(backend, MemoryBackend):
         raise NetlinkError(errno.EOPNOTSUPP, f"port {name} is not memory-backed")
     return backend
+
+
+# -- ovsdp_tunnel: the host's tunnel endpoint ---------------------------------------------------
+
+TUNNEL_FAMILY = "ovsdp_tunnel"
+TUNNEL_VERSION = 1
+
+
+class TunnelCmd(enum.IntEnum):
+    """Commands of the tunnel endpoint family."""
+
+    GET = 1  # the endpoint: VTEP port, address, MAC, gateway, uplink, counters
+    SET = 2  # gateway and/or uplink
+    ADD_NEIGHBOUR = 3  # a static neighbour
+    DEL_NEIGHBOUR = 4  # forget a neighbour (static or learned)
+    GET_NEIGHBOUR = 5  # one neighbour, or all of them (dump)
+
+
+ovsdp_tunnel_stats = AttributeSpace(
+    "ovsdp_tunnel_stats", {number: name / Int64ul for number, name in enumerate(STAT_NAMES, 1)}
+)
+ovsdp_tunnel = AttributeSpace(
+    "ovsdp_tunnel",
+    {
+        1: "port" / NulString(48),  # the VTEP (internal) port
+        2: "ipv4_address" / Int32ub,  # the VTEP address, or a neighbour's
+        3: "ipv4_prefix" / Int8ub,
+        4: "mac" / Bytes(6),  # the VTEP's MAC, or a neighbour's
+        5: "gateway" / Int32ub,  # 0: no default route
+        6: "uplink" / NulString(48),  # the external port ("" in SET: the first one)
+        7: "state" / NulString(16),  # a neighbour's: static, reachable, incomplete, expired
+        8: "age_ms" / Int64ul,  # a neighbour's: since its last confirmation (or first request)
+        9: "stats" / Nested("ovsdp_tunnel_stats"),
+    },
+)
+if TUNNEL_FAMILY not in CODECS:
+    compile_new_spaces()
+
+
+class TunnelFamily:
+    """Handlers of ovsdp_tunnel over the switch's :class:`TunnelEndpoint`."""
+
+    def __init__(self, switch: VSwitch) -> None:
+        self.switch = switch
+        cmds = [
+            Command(TunnelCmd.GET, "GET", do=self.get),
+            Command(TunnelCmd.SET, "SET", do=self.set, mutating=True, reply=Reply.ECHO),
+            Command(
+                TunnelCmd.ADD_NEIGHBOUR,
+                "ADD_NEIGHBOUR",
+                do=self.add_neighbour,
+                mutating=True,
+                required=("ipv4_address", "mac"),
+                reply=Reply.ECHO,
+            ),
+            Command(
+                TunnelCmd.DEL_NEIGHBOUR,
+                "DEL_NEIGHBOUR",
+                do=self.del_neighbour,
+                mutating=True,
+                required=("ipv4_address",),
+                reply=Reply.ECHO,
+            ),
+            Command(
+                TunnelCmd.GET_NEIGHBOUR,
+                "GET_NEIGHBOUR",
+                do=self.get_neighbour,
+                dump=self.dump_neighbours,
+                required=("ipv4_address",),
+            ),
+        ]
+        self.family = Family(
+            TUNNEL_FAMILY, TUNNEL_VERSION, 0, TUNNEL_FAMILY, {c.cmd: c for c in cmds}
+        )
+
+    @property
+    def endpoint(self) -> TunnelEndpoint:
+        return endpoint_of(self.switch)
+
+    def register(self, device: Device) -> Family:
+        return device.register(self.family)
+
+    def _endpoint_attrs(self) -> dict[str, Any]:
+        endpoint = self.endpoint
+        attrs: dict[str, Any] = {}
+        vtep = endpoint.vtep_port()
+        if vtep is not None:
+            attrs["port"] = vtep.name
+            attrs["mac"] = vtep.mac
+        if endpoint.routes.address:
+            attrs["ipv4_address"] = endpoint.routes.address
+            attrs["ipv4_prefix"] = endpoint.routes.prefix
+        attrs["gateway"] = endpoint.routes.gateway
+        uplink = endpoint.uplink()
+        if uplink is not None:
+            attrs["uplink"] = uplink.name
+        attrs["stats"] = endpoint.stats()
+        return attrs
+
+    def get(self, request: Request) -> list[GenlMessage]:
+        return [request.reply(TunnelCmd.GET, self._endpoint_attrs())]
+
+    def set(self, request: Request) -> list[GenlMessage]:
+        attrs = request.attrs
+        if not {"gateway", "uplink"} & set(attrs):
+            raise einval("SET needs gateway or uplink")
+        uplink = attrs.get("uplink")
+        if uplink:
+            port = self.switch.port(uplink)
+            if port.type is not PortType.EXTERNAL:
+                raise einval(f"{uplink} is {port.type.label}, not an external port")
+        gateway = attrs.get("gateway")
+        try:
+            if gateway is not None:
+                self.endpoint.set_gateway(gateway)
+        except ValueError as exc:
+            raise einval(str(exc)) from None
+        if uplink is not None:
+            self.endpoint.set_uplink(uplink or None)
+        return [request.reply(TunnelCmd.SET, self._endpoint_attrs())]
+
+    def _neighbour_attrs(self, ip: int) -> dict[str, Any]:
+        endpoint = self.endpoint
+        entry = endpoint.neighbours.entries.get(ip)
+        if entry is None:
+            raise NetlinkError(errno.ENOENT, f"no neighbour {ip_text(ip)}")
+        now = endpoint.clock()
+        attrs: dict[str, Any] = {
+            "ipv4_address": ip,
+            "state": entry.state(now, endpoint.neighbours.lifetime),
+        }
+        if entry.mac is not None:
+            attrs["mac"] = entry.mac
+        if not entry.static:
+            attrs["age_ms"] = max(0, int((now - entry.confirmed) * 1000))
+        return attrs
+
+    def add_neighbour(self, request: Request) -> list[GenlMessage]:
+        ip, mac = request.attrs["ipv4_address"], request.attrs["mac"]
+        check_mac(mac)
+        try:
+            self.endpoint.add_neighbour(ip, mac)
+        except ValueError as exc:
+            raise einval(str(exc)) from None
+        return [request.reply(TunnelCmd.ADD_NEIGHBOUR, self._neighbour_attrs(ip))]
+
+    def del_neighbour(self, request: Request) -> list[GenlMessage]:
+        ip = request.attrs["ipv4_address"]
+        before = self._neighbour_attrs(ip)
+        self.endpoint.remove_neighbour(ip)
+        return [request.reply(TunnelCmd.DEL_NEIGHBOUR, before)]
+
+    def get_neighbour(self, request: Request) -> list[GenlMessage]:
+        ip = request.attrs["ipv4_address"]
+        return [request.reply(TunnelCmd.GET_NEIGHBOUR, self._neighbour_attrs(ip))]
+
+    def dump_neighbours(self, request: Request) -> Iterator[GenlMessage]:
+        for ip in sorted(self.endpoint.neighbours.entries):
+            if ip in self.endpoint.neighbours.entries:
+                yield request.reply(TunnelCmd.GET_NEIGHBOUR, self._neighbour_attrs(ip))
+
+
+def ip_text(value: int) -> str:
+    return ".".join(str((value >> s) & 0xFF) for s in (24, 16, 8, 0))

@@ -219,6 +219,9 @@ class VSwitch:
     by_name: dict[str, SwitchPort] = field(default_factory=dict)
     extension: SwitchExtension | None = None
     stats: SwitchStats = field(default_factory=SwitchStats)
+    # the host's tunnel endpoint (the VTEP: ovsdp.tunnel.endpoint.TunnelEndpoint), made on first
+    # use by ovsdp.tunnel.endpoint.endpoint_of
+    tunnel: Any = None
     _next_port_id: int = 1
     _next_nic_index: int = 1
     _next_ifindex: int = 100
