@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ from .datapath.extension import OvsExtension
 from .datapath.flow_family import FlowFamily
 from .datapath.packet_family import PacketFamily
 from .datapath.vport_family import VportFamily
+from .nic import NicError, close_nics, open_nics, run_nics
 from .pseudodev.device import Device
 from .pseudodev.server import PseudoDevice, ServiceError, resolve_group
 from .vswitch.config import DEFAULT_CONFIG, ConfigError, SwitchConfig, build_switch, parse_config
@@ -85,26 +87,54 @@ def build_device(config: ServiceConfig) -> Device:
     return build_service(config).device
 
 
+def real_nics(config: SwitchConfig) -> list[tuple[str, str, str]]:
+    """(port, backend, device) of each port on a real NIC backend (tap, afpacket)."""
+    return [
+        (port.name, port.backend, port.device)
+        for port in config.ports
+        if port.backend != "memory" and port.device is not None
+    ]
+
+
 async def run_service(
-    config: ServiceConfig, *, on_listening: Callable[[str], None] | None = None
+    config: ServiceConfig,
+    *,
+    on_listening: Callable[[str], None] | None = None,
+    service: Service | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then close every connection and remove the socket."""
-    device = build_device(config)
-    directory = os.path.dirname(config.socket_path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    service = PseudoDevice(
-        device, config.socket_path, mode=config.mode, owner=config.owner, group=config.group
-    )
-    service.open()
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(service.run)
-            if on_listening is not None:
-                on_listening(config.socket_path)
-            async for _signum in signals:
-                nursery.cancel_scope.cancel()
-                break
+    """Serve until SIGTERM or SIGINT, then close every connection and remove the socket.
+
+    The NIC backends of the configuration (TAP devices, AF_PACKET sockets) are opened before the
+    socket listens (an error is a :class:`~ovsdp.nic.NicError`), read by tasks of the service's
+    nursery, and closed when it stops.  ``service``: one built already (a test looks into it).
+    """
+    switch_config = config.switch or load_switch_config(None)
+    if service is None:
+        service = build_service(dataclasses.replace(config, switch=switch_config))
+    nics = open_nics(service.switch, real_nics(switch_config))
+    try:
+        directory = os.path.dirname(config.socket_path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        pseudo = PseudoDevice(
+            service.device,
+            config.socket_path,
+            mode=config.mode,
+            owner=config.owner,
+            group=config.group,
+        )
+        pseudo.open()
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(pseudo.run)
+                await nursery.start(run_nics, service.switch, nics)
+                if on_listening is not None:
+                    on_listening(config.socket_path)
+                async for _signum in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+    finally:
+        close_nics(nics)
 
 
 def serve_main(config: ServiceConfig) -> int:
@@ -115,7 +145,7 @@ def serve_main(config: ServiceConfig) -> int:
 
     try:
         trio.run(partial(run_service, config, on_listening=listening))
-    except (ServiceError, ConfigError) as exc:
+    except (ServiceError, ConfigError, NicError) as exc:
         print(f"ovsdp: {exc}", file=sys.stderr)
         return 1
     return 0

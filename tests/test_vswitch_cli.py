@@ -378,7 +378,7 @@ BAD_CONFIGS = [
     ('[[port]]\nname = "a"\ntype = "router"\n', "port #1: unknown port type 'router'"),
     ('[[port]]\nname = "a"\nmac = "00:11"\n', "port #1: not a MAC address: '00:11'"),
     ('[[port]]\nname = "a"\nmtu = "big"\n', "port #1: mtu must be a number"),
-    ('[[port]]\nname = "a"\nbackend = "tap"\n', "port #1: unknown backend 'tap'"),
+    ('[[port]]\nname = "a"\nbackend = "vhost"\n', "port #1: unknown backend 'vhost'"),
     ('[[port]]\nname = "a"\n[[port]]\nname = "a"\n', "duplicate port names ['a']"),
     ('[bridge]\nname = "x"\n', "unknown sections ['bridge']"),
     ('[[port]]\nname = "a"\nmtu = 10\n', "port a: MTU 10 is outside 68..65535"),
