@@ -26,7 +26,7 @@ import time
 
 import trio
 
-from ovsdp.daemon import ServiceConfig, build_service
+from ovsdp.daemon import ServiceConfig, build_service, tune_gc
 from ovsdp.pseudodev.server import PseudoDevice
 
 BATCH = 64
@@ -86,12 +86,20 @@ type = "netdev"
     return path
 
 
-async def run(flows: int, rounds: int) -> list[float]:
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(flows: int, rounds: int) -> tuple[list[float], list[tuple[float, float]]]:
     directory = tempfile.mkdtemp(prefix="ovsdp-bench-")
     path = os.path.join(directory, "ovsdp.sock")
     service = build_service(ServiceConfig(path))
     switch = service.switch
     rates = []
+    cpu: list[tuple[float, float]] = []  # per round: (service, handler) CPU us per flow
     async with trio.open_nursery() as nursery:
         await nursery.start(PseudoDevice(service.device, path).run)
         handler = subprocess.Popen(
@@ -121,12 +129,16 @@ async def run(flows: int, rounds: int) -> list[float]:
                 frames = [frame(i, round_no + 1) for i in range(flows)]
                 start_flows = dp.n_flows
                 start = time.perf_counter()
+                cpu_start = (time.process_time(), process_cpu(handler.pid))
                 for i in range(0, flows, BATCH):
                     switch.receive(vm1, frames[i : i + BATCH])
                     await trio.sleep(0)  # the upcalls go out, the handler's puts come in
                 await wait_for(lambda n=start_flows: dp.n_flows - n >= flows, timeout=120)
                 elapsed = time.perf_counter() - start
                 rates.append(flows / elapsed)
+                service_s = time.process_time() - cpu_start[0]
+                handler_s = process_cpu(handler.pid) - cpu_start[1]
+                cpu.append((service_s / flows * 1e6, handler_s / flows * 1e6))
                 missed = dp.stats.n_missed
                 for i in range(0, flows, BATCH):
                     switch.receive(vm1, frames[i : i + BATCH])
@@ -138,7 +150,7 @@ async def run(flows: int, rounds: int) -> list[float]:
             handler.send_signal(signal.SIGTERM)
             await trio.to_thread.run_sync(handler.wait)
             nursery.cancel_scope.cancel()
-    return rates
+    return rates, cpu
 
 
 async def wait_for(condition: object, timeout: float = 30.0) -> object:
@@ -159,13 +171,18 @@ def main() -> int:
     parser.add_argument("--flows", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    rates = trio.run(run, args.flows, args.rounds)
+    tune_gc()  # as ovsdp serve does
+    rates, cpu = trio.run(run, args.flows, args.rounds)
     median = statistics.median(rates)
     ok = median >= 10_000
     print(
         f"flow setup, {args.flows:,} new flows per round, {args.rounds} rounds: "
         + ", ".join(f"{r:,.0f}" for r in rates)
         + " flows/s"
+    )
+    print(
+        "  CPU per new flow (service / handler): "
+        + ", ".join(f"{s:.0f} / {h:.0f} us" for s, h in cpu)
     )
     print(f"  median {median:,.0f} flows/s  target >= 10,000: {'met' if ok else 'NOT MET'}")
     return 0 if ok else 1
