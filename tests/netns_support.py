@@ -43,7 +43,8 @@ def format_mac(mac: bytes) -> str:
 class Lab:
     """Namespaces and links of one test; everything goes away at the end of the ``with``."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix  # before every name this lab makes (tests that share a host)
         self.ipr = IPRoute()
         self.namespaces: list[str] = []
         self.root_links: list[str] = []
@@ -77,7 +78,7 @@ class Lab:
 
     def namespace(self, label: str = "n") -> str:
         """A new network namespace with its loopback up."""
-        name = unique(f"nic{label}")
+        name = unique(f"{self.prefix or 'nic'}{label}")
         netns.create(name)
         self.namespaces.append(name)
         ns = self.rtnl(name)
@@ -112,7 +113,7 @@ class Lab:
         """A veth pair: one end up in the root namespace, the other in ``ns`` (configured).
 
         Returns (root end, namespace end)."""
-        root_end, ns_end = unique("nr"), unique("nn")
+        root_end, ns_end = unique(f"{self.prefix}nr"), unique(f"{self.prefix}nn")
         self.ipr.link("add", ifname=root_end, kind="veth", peer={"ifname": ns_end})
         self.root_links.append(root_end)
         self.ipr.link("set", index=self.index(root_end), state="up")
@@ -145,7 +146,7 @@ class Lab:
 
     def persistent_tap(self, name: str | None = None) -> str:
         """A TAP device nobody holds open (as ``ip tuntap add mode tap`` makes)."""
-        name = name or unique("nt")
+        name = name or unique(f"{self.prefix}nt")
         self.ipr.link("add", ifname=name, kind="tuntap", mode="tap")
         self.root_links.append(name)
         return name
@@ -193,27 +194,35 @@ def inet_checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-async def ping(lab: Lab, ns: str, address: str, count: int = 3, timeout: float = 2.0) -> int:
-    """Send ``count`` ICMP echo requests from ``ns`` to ``address``; how many were answered."""
+async def ping(
+    lab: Lab,
+    ns: str,
+    address: str,
+    count: int = 3,
+    timeout: float = 2.0,
+    payload: bytes = b"ovsdp-nic-test" * 4,
+) -> int:
+    """Send ``count`` ICMP echo requests carrying ``payload`` from ``ns`` to ``address``; how
+    many were answered (with the same payload)."""
     sock = lab.socket(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     sock.setblocking(False)
     ident = secrets.randbelow(0xFFFF)
     answered = 0
     try:
         for seq in range(count):
-            body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"ovsdp-nic-test" * 4
+            body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + payload
             body = body[:2] + struct.pack("!H", inet_checksum(body)) + body[4:]
             sock.sendto(body, (address, 0))
             with trio.move_on_after(timeout):
                 while True:
                     await trio.lowlevel.wait_readable(sock)
                     try:
-                        packet = sock.recv(4096)
+                        packet = sock.recv(65536)
                     except BlockingIOError:
                         continue
                     icmp = packet[(packet[0] & 0x0F) * 4 :]
                     kind, _code, _sum, got_id, got_seq = struct.unpack_from("!BBHHH", icmp)
-                    if kind == 0 and got_id == ident and got_seq == seq:
+                    if kind == 0 and (got_id, got_seq, icmp[8:]) == (ident, seq, payload):
                         answered += 1
                         break
     finally:
