@@ -65,7 +65,7 @@ def example_flow_message(family_id: int = FAMILY_ID) -> GenlMessage:
 # --- pyroute2: the same message declared with pyroute2's classes ------------------------------
 
 
-class Pyroute2FlowMsg(genlmsg):  # type: ignore[misc]
+class Pyroute2FlowMsg(genlmsg):
     """ovs_flow as pyroute2 declares messages (only what this message uses)."""
 
     fields = (*genlmsg.fields, ("dp_ifindex", "i"))
@@ -75,7 +75,7 @@ class Pyroute2FlowMsg(genlmsg):  # type: ignore[misc]
         (7, "OVS_FLOW_ATTR_MASK", "key"),
     )
 
-    class key(nla):  # type: ignore[misc]
+    class key(nla):
         nla_map = (
             (3, "IN_PORT", "uint32"),
             (4, "ETHERNET", "ethernet"),
@@ -85,10 +85,10 @@ class Pyroute2FlowMsg(genlmsg):  # type: ignore[misc]
             (18, "TCP_FLAGS", "be16"),
         )
 
-        class ethernet(nla):  # type: ignore[misc]
+        class ethernet(nla):
             fields = (("src", "6s"), ("dst", "6s"))
 
-        class ipv4(nla):  # type: ignore[misc]
+        class ipv4(nla):
             fields = (
                 ("src", ">I"),
                 ("dst", ">I"),
@@ -98,10 +98,10 @@ class Pyroute2FlowMsg(genlmsg):  # type: ignore[misc]
                 ("frag", "B"),
             )
 
-        class ports(nla):  # type: ignore[misc]
+        class ports(nla):
             fields = (("src", ">H"), ("dst", ">H"))
 
-    class actions(nla):  # type: ignore[misc]
+    class actions(nla):
         nla_map = ((1, "OUTPUT", "uint32"),)
 
 

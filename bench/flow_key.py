@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from functools import partial
 
 from ovsdp.flowtable.key_fast import generic_attrs_to_key, install_shapes
 from ovsdp.flowtable.key_netlink import (
@@ -62,9 +63,9 @@ def cases_for(name: str, text: str) -> dict[str, Callable[[], object]]:
         if attrs_to_key(key, m) != expected or generic_attrs_to_key(key, m) != expected:
             raise SystemExit(f"{name} {label}: the fast paths disagree with the reference")
         install_shapes(key, m)
-        cases[f"{name} {label} compiled"] = lambda k=key, m=m: attrs_to_key(k, m)
-        cases[f"{name} {label} generic"] = lambda k=key, m=m: generic_attrs_to_key(k, m)
-        cases[f"{name} {label} reference"] = lambda k=key, m=m: _attrs_to_key_reference(k, m)
+        cases[f"{name} {label} compiled"] = partial(attrs_to_key, key, m)
+        cases[f"{name} {label} generic"] = partial(generic_attrs_to_key, key, m)
+        cases[f"{name} {label} reference"] = partial(_attrs_to_key_reference, key, m)
     return cases
 
 

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import trio
 
@@ -30,6 +32,7 @@ from ovsdp.daemon import ServiceConfig, build_service, tune_gc
 from ovsdp.pseudodev.server import PseudoDevice
 
 BATCH = 64
+T = TypeVar("T")
 _ETH_IP_UDP = struct.Struct("!6s6sH BBHHHBBH4s4s HHHH")
 
 
@@ -117,7 +120,9 @@ async def run(flows: int, rounds: int) -> tuple[list[float], list[tuple[float, f
             text=True,
         )
         try:
-            dp = await wait_for(lambda: service.extension.datapaths.get("ovs-system"))
+            found = await wait_for(lambda: service.extension.datapaths.get("ovs-system"))
+            assert found is not None
+            dp = found
             await wait_for(
                 lambda: (
                     len(dp.vports) >= 5
@@ -133,7 +138,8 @@ async def run(flows: int, rounds: int) -> tuple[list[float], list[tuple[float, f
                 for i in range(0, flows, BATCH):
                     switch.receive(vm1, frames[i : i + BATCH])
                     await trio.sleep(0)  # the upcalls go out, the handler's puts come in
-                await wait_for(lambda n=start_flows: dp.n_flows - n >= flows, timeout=120)
+                target = start_flows + flows
+                await wait_for(lambda: dp.n_flows >= target, timeout=120)
                 elapsed = time.perf_counter() - start
                 rates.append(flows / elapsed)
                 service_s = time.process_time() - cpu_start[0]
@@ -153,11 +159,11 @@ async def run(flows: int, rounds: int) -> tuple[list[float], list[tuple[float, f
     return rates, cpu
 
 
-async def wait_for(condition: object, timeout: float = 30.0) -> object:
-    """Poll ``condition()`` (a callable) until it is truthy, yielding to the service."""
+async def wait_for(condition: Callable[[], T], timeout: float = 30.0) -> T:
+    """Poll ``condition()`` until it is truthy, yielding to the service; its value."""
     deadline = time.monotonic() + timeout
     while True:
-        value = condition()  # type: ignore[operator]
+        value = condition()
         if value:
             return value
         if time.monotonic() > deadline:

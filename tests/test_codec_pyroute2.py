@@ -573,7 +573,7 @@ def to_p2(cls: Any, value: Any) -> dict[str, Any]:
 def _value_to_p2(spec: str, sub: Any, val: Any) -> Any:
     if spec.startswith("*"):
         return [to_p2(sub, element) for element in val]
-    if sub is not None and isinstance(sub, type) and sub.nla_map:
+    if sub is not None and isinstance(sub, type) and getattr(sub, "nla_map", None):
         return to_p2(sub, val)
     if sub is not None and getattr(sub, "masked", False):
         value, mask = val

@@ -16,6 +16,7 @@ Whole messages go through ``encode_genl``/``decode_record`` for every family of
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any
 
@@ -113,6 +114,10 @@ def _same_size_pair(con: Any, depth: int) -> st.SearchStrategy[tuple[Any, Any]]:
     raise NotImplementedError(f"no same-size (value, mask) strategy for {con!r}")
 
 
+def _named(name: str, value: Any) -> dict[str, Any]:
+    return {name: value}
+
+
 def value_strategy(con: Any, depth: int = 0) -> st.SearchStrategy[Any]:
     """A strategy of codec values for one construct (an attribute's payload)."""
     if isinstance(con, cs.Renamed):
@@ -182,7 +187,7 @@ def space_strategy(name: str, depth: int = 0) -> st.SearchStrategy[Any]:
             continue
         if isinstance(con, ByLength):
             alts = [
-                value_strategy(alt, depth).map(lambda v, n=alt_name: {n: v})
+                value_strategy(alt, depth).map(functools.partial(_named, alt_name))
                 for alt_name, alt in con.alternatives.values()
             ]
             choices.append(st.one_of(st.just({}), *alts))
@@ -532,7 +537,8 @@ def test_error_roundtrip(
     flags = NLM_F_CAPPED | (NLM_F_ACK_TLVS if reason is not None or offset is not None else 0)
     expect = ErrorMessage(request[3], pid, error, request, reason, offset, flags)
     assert decode_record(raw, {}) == [expect]
-    assert decode_record(raw, {})[0].is_ack == (error == 0)
+    (decoded,) = decode_record(raw, {})
+    assert isinstance(decoded, ErrorMessage) and decoded.is_ack == (error == 0)
 
 
 @settings(max_examples=25, deadline=None)

@@ -247,7 +247,7 @@ def test_dump_flows_filter(h: Harness, dp: Dpctl) -> None:
         "vlan": (VLAN_KEY, "pop_vlan,2"),
         "tunnel": (TUNNEL_KEY, "1"),
     }
-    line_of = {}
+    line_of: dict[str, str] = {}
     for name, (key, actions) in flows.items():
         dp.ok("add-flow", key, actions)
         (line_of[name],) = [line for line in dp.flows() if line not in line_of.values()]

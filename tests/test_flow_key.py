@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import struct
-import timeit
 from typing import Any
 
 import pytest
@@ -702,32 +701,6 @@ def test_scapy_frames_roundtrip() -> None:
         frame = bytes(pkt)
         for n in range(len(frame) + 1):
             check_key(frame[:n])
-
-
-# --- timing ----------------------------------------------------------------------------------
-
-
-def test_extraction_timing(capsys: pytest.CaptureFixture[str]) -> None:
-    """Not an assertion on speed: prints microseconds per frame for the common cases."""
-    cases = {
-        "eth/ipv4/tcp": eth() / IP() / TCP() / Raw(b"x" * 20),
-        "eth/ipv4/udp": eth() / IP() / UDP() / Raw(b"x" * 20),
-        "eth/ipv6/tcp": eth() / IPv6() / TCP(),
-        "eth/vlan/ipv4/tcp": eth() / Dot1Q(vlan=5) / IP() / TCP(),
-        "eth/qinq/ipv4/udp (general path)": eth() / Dot1AD(vlan=5) / Dot1Q(vlan=6) / IP() / UDP(),
-        "eth/ipv6/nd (general path)": eth()
-        / IPv6()
-        / ICMPv6ND_NS(tgt="fe80::1")
-        / ICMPv6NDOptSrcLLAddr(lladdr=MAC1),
-    }
-    lines = []
-    for name, pkt in cases.items():
-        frame = bytes(pkt)
-        n = 20000
-        best = min(timeit.repeat(lambda f=frame: extract_key(f, PREFIX), number=n, repeat=3))
-        lines.append(f"  extract_key {name:34s} {best / n * 1e6:6.3f} us/frame")
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))
 
 
 def test_exact_mask_helper() -> None:

@@ -393,7 +393,7 @@ def test_typical_shapes_take_the_compiled_path(with_mask: bool) -> None:
         raw = key_fn(key_attrs, None)
         assert raw is not None and raw is not MISS
         if with_mask:
-            assert mask_fn is not None
+            assert mask_fn is not None and mask is not None
             raw_mask = mask_fn(mask, raw[0])
             assert raw_mask is not None and raw_mask is not MISS
         assert fast_attrs_to_key(key_attrs, mask) == _attrs_to_key_reference(key_attrs, mask)

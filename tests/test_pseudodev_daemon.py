@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 from pseudodev_support import socket_path
@@ -66,7 +67,7 @@ class Daemon:
 
 
 @pytest.fixture
-def daemons() -> list[Daemon]:
+def daemons() -> Iterator[list[Daemon]]:
     started: list[Daemon] = []
     yield started
     for daemon in started:

@@ -715,6 +715,7 @@ def test_non_requests_and_control_types_are_ignored_acked_if_asked(device: Devic
     for mtype in (0, NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, 4, 0xF):
         assert client.transact(nlmsg(mtype, b"\0" * 4, flags=NLM_F_REQUEST, seq=3)) == []
         (ack,) = client.transact(nlmsg(mtype, flags=NLM_F_REQUEST | NLM_F_ACK, seq=4))
+        assert isinstance(ack, ErrorMessage)
         assert error_code(ack) == 0 and ack.request[1] == mtype
 
 
