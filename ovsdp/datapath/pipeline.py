@@ -4,13 +4,20 @@ One batch from a switch port (the ingress send hook) goes like this:
 
 1. every frame's flat key is extracted (the port's metadata prefix is computed once);
 2. the exact-match cache, then the megaflow classifier, find its flow; misses are set aside;
-3. frames are grouped by key, so a flow's statistics, and its actions when they are a single
-   output, are handled once per group, not once per frame;
-4. single-output groups are forwarded as they are (the switch's own frames, unchanged); other
-   actions run per frame through :class:`ActionRunner`, whose outputs are packets the extension
-   creates (copies), each holding a reference on the frame it came from;
+3. the flow's statistics are updated per frame, straight on the flow, and the frame is
+   collected by what its flow does: a single output (frames gathered per output port), exactly
+   set(tunnel(...)) and an output to a VXLAN vport (encapsulated right there, from what the
+   flow caches: ``Flow.encap``), or other actions;
+4. single-output frames are forwarded as they are (the switch's own frames, unchanged), outer
+   frames go out of the uplink in one call; other actions run per frame through
+   :class:`ActionRunner`, whose outputs are packets the extension creates (copies), each
+   holding a reference on the frame it came from;
 5. misses become OVS_PACKET_CMD_MISS upcalls, delivered per PID in one call per batch;
 6. the switch frames are completed when their last copy has been delivered.
+
+Frames from the uplink go through the tunnel endpoint first (:meth:`Pipeline._tunnel_rx`
+and :meth:`Pipeline._decap_fast`: decapsulation, reassembly) and their inner frames through
+steps 2-6 with the tunnel metadata in their keys.
 
 Frames the extension creates are counted (``created`` / ``released``); with the switch's own
 ``outstanding`` counter, tests check that nothing is left in flight once traffic stops.
@@ -19,9 +26,10 @@ Frames the extension creates are counted (``created`` / ``released``); with the 
 from __future__ import annotations
 
 import random
+import struct
 import zlib
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from ..flowtable.actions import Action, ActionProgram
 from ..flowtable.flow_key import (
@@ -35,12 +43,27 @@ from ..flowtable.packet_meta import PacketMeta
 from ..flowtable.table import Flow, tcp_flags_of
 from ..netlink.constants import ETH_HLEN, OVS_VXLAN_DEFAULT_PORT, OVSP_LOCAL, VportType
 from ..ports.vport import Vport, VportState, VportStats
-from ..tunnel.endpoint import Template, TunnelEndpoint, TunnelParams, endpoint_of
+from ..tunnel.endpoint import (
+    IP_SUM_CONSTANT,
+    NO_CSUM_VXLAN_I,
+    RX_FLAGS_PROTO,
+    RX_INNER,
+    RX_INNER_ULEN,
+    RX_KEY,
+    RX_OUTER,
+    TCP_MIN_ULEN,
+    Template,
+    TunnelEndpoint,
+    TunnelParams,
+    endpoint_of,
+    key_head,
+)
 from ..tunnel.vxlan import (
     OUTER_HLEN,
     OUTER_STRUCT,
     SPORT_MAX,
     SPORT_MIN,
+    OuterTemplate,
 )
 from ..vswitch.switch import Packet, PortType, SwitchPort, VSwitch
 from .datapath import Datapath
@@ -200,6 +223,7 @@ class Pipeline:
         # set(tunnel(...)) + output (encapsulated in bulk: _encap_fast)
         self.tunnel: TunnelEndpoint = endpoint_of(self.switch)
         self._encap_plans: dict[ActionProgram, _EncapPlan | Literal[False]] = {}
+        self._encap_caches: dict[Datapath, _EncapCache] = {}
 
     @property
     def outstanding(self) -> int:
@@ -231,13 +255,20 @@ class Pipeline:
         classify = table.classify
         prefix = port_prefix(vport.port_no)
         now = self.clock()
+        pack_outer = _OUTER_BULK.pack
         outputs: dict[int, list[bytes]] = {}  # single-output flows' frames, by port
-        # frames whose flow has other actions (with their keys: _encap_fast hashes them)
+        # frames whose flow has other actions (with their keys), but those encapsulated here
         others: list[tuple[Flow, bytes, bytes]] = []
         misses: list[tuple[bytes, bytes]] = []
         classified = 0
         last_out = -1
         last_frames: list[bytes] = []
+        # Tunnel flows (actions exactly set(tunnel(...)) + an output to a VXLAN vport) are
+        # encapsulated right in this loop, with what their flow caches (Flow.encap, see
+        # _resolve_encap); their outer frames are collected in ``outers`` (see _encap_end).
+        e_cache: _EncapCache | None = None  # set up by the batch's first flow of other actions
+        e_token: object = None  # the cache's token: a flow's ``encap`` of another is stale
+        e_fast: tuple[Any, ...] = ()  # the ``encap`` the locals below are loaded from
         # Accounting is per frame, straight on the flow: cheaper than grouping a batch by flow
         # when a batch carries many flows, and as cheap when it carries few.
         for frame in frames:
@@ -267,13 +298,54 @@ class Pipeline:
                     last_frames = outputs[out] = [frame]
                 else:
                     last_frames.append(frame)
-            else:
-                others.append((flow, frame, key))
+            else:  # not a single output (never last_out: an int)
+                fast = flow.encap  # (see _resolve_encap)
+                if fast is not e_fast:  # most of a batch has the flow of the one before
+                    if fast is None or fast[9] is not e_token:
+                        if e_cache is None:
+                            e_cache = self._encap_begin(dp)
+                            e_token = e_cache.token
+                            outers: list[bytes] = []
+                            slow: list[tuple[_EncapTarget, bytes, bytes]] = []
+                            # IP ids from the endpoint's, not wrapping inside the batch
+                            ip_id = self.tunnel.ip_id
+                            if ip_id + len(frames) > 0xFFFF:
+                                ip_id = 0
+                            e_stats: VportStats | None = None
+                            e_start = 0  # where the frames of ``e_stats``' vport begin
+                        if fast is None or fast[9] is not e_token:
+                            fast = flow.encap = self._encap_of(dp, flow.program, e_cache)
+                    e_fast = fast
+                    limit, eth, ftp, addrs, dport, tail, base, vstats, target, _token = fast
+                    if vstats is not e_stats and limit >= 0:
+                        if e_stats is not None:
+                            self._count_sent(e_stats, outers, e_start)
+                        e_stats = vstats
+                        e_start = len(outers)
+                n = len(frame)
+                if n <= limit:  # (a limit that is not a length is negative)
+                    # OuterTemplate.build, inlined (``base``: the IPv4 header's sum but for the
+                    # total length and id, less one: see _resolve_encap); the UDP source port
+                    # from the hash of the packet's key (the EMC computed it)
+                    ip_id += 1
+                    outers.append(
+                        pack_outer(eth, n + 36, ip_id, ftp, 0xFFFE - (base + n + ip_id) % 0xFFFF,
+                                   addrs, SPORT_MIN + hash(key) % SPORT_WIDTH, dport, n + 16, tail)
+                        + frame
+                    )  # fmt: skip
+                elif limit == _NOT_VXLAN:
+                    others.append((flow, frame, key))  # its actions run below
+                else:
+                    slow.append((target, frame, key))  # too long, cannot be sent, a checksum
         table.n_cache_hit += len(frames) - classified
         table.n_mask_hit += len(frames) - classified  # each cache hit found one mask
         dp.stats.n_hit += len(frames) - len(misses)
         for port_no, out_frames in outputs.items():
             self.forward(dp, port_no, out_frames)
+        if e_cache is not None:
+            if e_stats is not None:
+                self._count_sent(e_stats, outers, e_start)
+            self._encap_end(e_cache, outers, slow, ip_id)
         if others:
             self._run_actions(dp, vport, others)
         if misses:
@@ -291,11 +363,8 @@ class Pipeline:
     def _run_actions(
         self, dp: Datapath, vport: Vport, others: list[tuple[Flow, bytes, bytes]]
     ) -> None:
-        """Frames whose flow has actions other than one output: run them one by one."""
-        if dp.vports.n_tunnel:
-            others = self._encap_fast(dp, others)
-            if not others:
-                return
+        """Frames whose flow has actions other than one output (and other than the
+        encapsulations of :meth:`ingress`): run them one by one."""
         runner = ActionRunner(self, dp)
         dropped = 0
         for flow, frame, _key in others:
@@ -516,6 +585,10 @@ class Pipeline:
         the outer headers (an NBL's NdisAdvanceNetBufferDataStart), so it is completed like
         any switch frame; a reassembled datagram stands for the fragment that completed it,
         and the other fragments are completed when they are taken in.
+
+        The frames at the start of the batch that are the common case for the one VXLAN port
+        are taken by :meth:`_decap_fast`; the endpoint (``TunnelEndpoint.receive``) takes the
+        rest, in order.
         """
         tunnel = self.tunnel
         tunnel.maybe_tick()
@@ -525,6 +598,12 @@ class Pipeline:
                 for (vtype, dst_port), vport in dp.vports.by_tunnel.items():
                     if vtype == VportType.VXLAN and dst_port not in ports:
                         ports[dst_port] = ((dp, vport), vport.port_no)
+        if len(ports) == 1:
+            taken = self._decap_fast(frames, ports)
+            if taken:
+                if taken == len(frames):
+                    return []
+                frames = frames[taken:]
         decapsulated, rest, consumed = tunnel.receive(frames, ports)
         if consumed:
             self.switch.complete(consumed)
@@ -534,14 +613,112 @@ class Pipeline:
             self._send_tunnel_tx()
         return rest
 
+    def _decap_fast(
+        self, frames: list[bytes], ports: dict[int, tuple[tuple[Datapath, Vport], int]]
+    ) -> int:
+        """The endpoint's common case (``TunnelEndpoint.receive``: an unfragmented VXLAN packet
+        for the VTEP and the one VXLAN port in ``ports``, without IP options or UDP checksum,
+        whose inner frame is untagged IPv4 TCP or UDP), inlined in the lookup loop of
+        :meth:`_ingress_decapsulated` so that a packet costs one loop: the same checks, the
+        same flow key in one pack.  It takes the frames from the start of the batch up to the
+        first that is anything else (the endpoint takes that one and the rest, in order), and
+        returns how many it took.  tests/test_decap_fast.py checks that it decides as the endpoint
+        does."""
+        ((port, ((dp, vport), port_no)),) = ports.items()
+        vtep = self.tunnel.vtep_int
+        head = key_head(port_no)
+        unpack = RX_OUTER.unpack_from
+        unpack_inner = RX_INNER.unpack_from
+        pack_key = RX_KEY.pack
+        tcp_min = TCP_MIN_ULEN
+        table = dp.flows
+        emc = table.emc
+        classify = table.classify
+        now = self.clock()
+        outputs: dict[int, list[bytes]] = {}
+        others: list[tuple[Flow, bytes, bytes]] = []
+        misses: list[tuple[bytes, bytes]] = []
+        taken = classified = nbytes = 0
+        last_out = -1
+        last_frames: list[bytes] = []
+        for frame in frames:
+            n = len(frame)
+            if n < 34 + RX_INNER_ULEN:
+                break
+            # (see RX_OUTER and TunnelEndpoint.receive)
+            et, vhl, tos, total, ident, frag, ttl, proto, csum, src, dst, sport, dport, ulen, \
+                udp_vx, vni, res = unpack(frame)  # fmt: skip
+            if not (
+                dst == vtep
+                and et == 0x0800
+                and (not frag or frag == 0x4000)  # not a fragment
+                and dport == port
+                and vhl == 0x45
+                and proto == 17
+                and udp_vx == NO_CSUM_VXLAN_I
+                and not res
+                and total + 14 <= n
+                and RX_INNER_ULEN <= ulen <= total - 20
+                and not (tos + total + ident + frag + (ttl << 8) + csum + src + dst
+                         + IP_SUM_CONSTANT) % 0xFFFF
+            ):  # fmt: skip
+                break
+            i_macs, i_et, i_vhl, i_tos, i_frag, i_ttl, i_proto, i_addrs, i_ports, i_off, \
+                i_flags = unpack_inner(frame)  # fmt: skip
+            if not (
+                i_et == 0x0800
+                and i_vhl == 0x45
+                and (not i_frag or i_frag == 0x4000)
+                and ((i_proto == 6 and ulen >= tcp_min[i_off]) or i_proto == 17)
+            ):
+                break
+            if i_proto == 17:
+                i_flags = 0
+            key = pack_key(head, vni, src, dst, tos, ttl, RX_FLAGS_PROTO, sport, dport,
+                           i_macs, 0x0800, 1, i_proto, i_tos, i_ttl, 0, i_addrs, i_ports,
+                           i_flags)  # fmt: skip
+            inner = frame[50 : 34 + ulen]
+            taken += 1
+            # the rest as _ingress_decapsulated
+            size = ulen - 16
+            nbytes += size
+            entry = emc.get(key)
+            if entry is None or entry[0].dead:
+                classified += 1
+                flow = classify(key)
+                if flow is None:
+                    misses.append((key, inner))
+                    continue
+                flags = tcp_flags_of(key)
+            else:
+                flow, flags = entry
+            flow.n_packets += 1
+            flow.n_bytes += size
+            flow.used = now
+            if flags:
+                flow.tcp_flags |= flags
+            out = flow.out
+            if out == last_out:  # most of a batch goes where its previous frame went
+                last_frames.append(inner)
+            elif out is not None:
+                last_out = out
+                last_frames = outputs.get(out)  # type: ignore[assignment]
+                if last_frames is None:
+                    last_frames = outputs[out] = [inner]
+                else:
+                    last_frames.append(inner)
+            else:
+                others.append((flow, inner, key))
+        if taken:
+            self.tunnel.counters.decap_packets += taken
+            self._decapsulated(dp, vport, taken, nbytes, classified, outputs, others, misses)
+        return taken
+
     def _ingress_decapsulated(
         self, dp: Datapath, vport: Vport, items: list[tuple[bytes, bytes]]
     ) -> None:
         """Inner frames from a VXLAN vport, with their keys (tunnel metadata and in_port in
         the prefix): the ingress path of :meth:`ingress` for keys computed per frame."""
-        stats = vport.stats
-        stats.rx_packets += len(items)
-        stats.rx_bytes += sum(len(frame) for _, frame in items)
         table = dp.flows
         emc = table.emc
         classify = table.classify
@@ -550,7 +727,12 @@ class Pipeline:
         others: list[tuple[Flow, bytes, bytes]] = []
         misses: list[tuple[bytes, bytes]] = []
         classified = 0
+        nbytes = 0
+        last_out = -1
+        last_frames: list[bytes] = []
         for key, frame in items:
+            size = len(frame)
+            nbytes += size
             entry = emc.get(key)
             if entry is None or entry[0].dead:
                 classified += 1
@@ -562,21 +744,45 @@ class Pipeline:
             else:
                 flow, flags = entry
             flow.n_packets += 1
-            flow.n_bytes += len(frame)
+            flow.n_bytes += size
             flow.used = now
             if flags:
                 flow.tcp_flags |= flags
             out = flow.out
-            if out is not None:
-                group = outputs.get(out)
-                if group is None:
-                    outputs[out] = [frame]
+            if out == last_out:  # most of a batch goes where its previous frame went
+                last_frames.append(frame)
+            elif out is not None:
+                last_out = out
+                last_frames = outputs.get(out)  # type: ignore[assignment]
+                if last_frames is None:
+                    last_frames = outputs[out] = [frame]
                 else:
-                    group.append(frame)
+                    last_frames.append(frame)
             else:
                 others.append((flow, frame, key))
-        table.n_cache_hit += len(items) - classified
-        dp.stats.n_hit += len(items) - len(misses)
+        self._decapsulated(dp, vport, len(items), nbytes, classified, outputs, others, misses)
+
+    def _decapsulated(
+        self,
+        dp: Datapath,
+        vport: Vport,
+        count: int,
+        nbytes: int,
+        classified: int,
+        outputs: dict[int, list[bytes]],
+        others: list[tuple[Flow, bytes, bytes]],
+        misses: list[tuple[bytes, bytes]],
+    ) -> None:
+        """After the lookup of ``count`` decapsulated frames (``nbytes`` bytes, ``classified``
+        of them by the classifier): statistics, outputs, other actions (with the tunnel
+        metadata in their packet's metadata), upcalls."""
+        stats = vport.stats
+        stats.rx_packets += count
+        stats.rx_bytes += nbytes
+        table = dp.flows
+        table.n_cache_hit += count - classified
+        table.n_mask_hit += count - classified  # each cache hit found one mask
+        dp.stats.n_hit += count - len(misses)
         for port_no, out_frames in outputs.items():
             self.forward(dp, port_no, out_frames)
         if others:
@@ -599,94 +805,58 @@ class Pipeline:
         if misses:
             self._upcall_misses(dp, vport, misses)
 
-    def _encap_fast(
-        self, dp: Datapath, others: list[tuple[Flow, bytes, bytes]]
-    ) -> list[tuple[Flow, bytes, bytes]]:
-        """Frames whose flow's actions are exactly set(tunnel(...)) and an output to a VXLAN
-        vport are encapsulated in bulk with their key's header template (the rest is returned
-        for the general path).
+    def _encap_begin(self, dp: Datapath) -> _EncapCache:
+        """Before the first encapsulation of a batch from ``dp`` (see :meth:`ingress`): the
+        datapath's resolved encapsulations, still valid or emptied.
 
         Each outer frame is the switch's frame with outer headers pushed in front (an NBL's
-        NdisRetreatNetBufferDataStart), forwarded and completed like any switch frame; a frame
-        that has to be fragmented becomes packets of the extension's own instead.
+        NdisRetreatNetBufferDataStart), forwarded and completed like any switch frame
+        (:meth:`_encap_end`); a frame that has to be fragmented becomes packets of the
+        extension's own instead (:meth:`_encap_slow`).  What a program needs is resolved once
+        (:meth:`_resolve_encap`) and kept while the endpoint's templates, the uplink's state and
+        the datapath's tunnel vports stay the same, so a change of flow inside a batch costs
+        one dict lookup.
         """
-        plans = self._encap_plans
+        caches = self._encap_caches
+        cache = caches.get(dp)
+        if cache is None:
+            for old in [old for old in caches if old not in self.extension.datapaths.values()]:
+                del caches[old]  # (datapaths that are gone)
+            cache = caches[dp] = _EncapCache()
+        if dp.vports.n_tunnel:
+            tunnel = self.tunnel
+            generation = tunnel.prepare()
+            uplink = tunnel.uplink()
+            up = uplink is not None and uplink.operational
+            stamp: tuple[Any, ...] = (generation, up, *dp.vports.by_tunnel.values())
+        else:
+            uplink = None
+            up = False
+            stamp = ()
+        if cache.retry or cache.stamp != stamp:
+            cache.renew(stamp)
+        cache.uplink = uplink
+        cache.up = up
+        return cache
+
+    def _encap_end(
+        self,
+        cache: _EncapCache,
+        outers: list[bytes],
+        slow: list[tuple[_EncapTarget, bytes, bytes]],
+        ip_id: int,
+    ) -> None:
+        """After a batch's encapsulations: the outer frames out of the uplink, the frames the
+        bulk path does not send to :meth:`_encap_slow`."""
         tunnel = self.tunnel
-        rest: list[tuple[Flow, bytes, bytes]] = []
-        outers: list[bytes] = []
-        append = outers.append
-        slow: list[tuple[_EncapPlan, bytes, bytes]] = []  # too long, to drop, with a checksum
-        by_no = dp.vports.by_no
-        pack = OUTER_STRUCT.pack
-        width = SPORT_MAX - SPORT_MIN
-        ip_id = tunnel.ip_id
-        generation = -1
-        up = False
-        last_program = None
-        plan: _EncapPlan | Literal[False] = False
-        limit = _NOT_VXLAN  # the longest frame the plan encapsulates here, or what else to do
-        eth = addrs = b""
-        ftp = dport = vx = base = 0
-        stats: VportStats | None = None
-        start = 0  # where the frames of ``stats``' vport begin in ``outers``
-        for item in others:
-            flow, frame, key = item
-            program = flow.program
-            if program is not last_program:  # most of a batch has the program of the one before
-                last_program = program
-                cached = plans.get(program)
-                if cached is None:
-                    if len(plans) >= MAX_ENCAP_PLANS:
-                        plans.clear()
-                    cached = plans[program] = _encap_plan(program)
-                plan = cached
-                if plan is False:
-                    limit = _NOT_VXLAN
-                else:
-                    if generation < 0:
-                        generation = tunnel.prepare()
-                        uplink = tunnel.uplink()
-                        up = uplink is not None and uplink.operational
-                    vport = by_no.get(plan.port_no)
-                    if plan.generation != generation or vport is not plan.vport:
-                        self._resolve_plan(plan, vport, generation)
-                    limit, eth, ftp, addrs, dport, vx, base, vstats = plan.fast
-                    if limit >= 0:
-                        if not up:
-                            limit = _DROPPED
-                        elif vstats is not stats:
-                            if stats is not None:
-                                self._count_sent(stats, outers, start)
-                            stats = vstats
-                            start = len(outers)
-                    elif not up and limit != _NOT_VXLAN:
-                        limit = _DROPPED
-            n = len(frame)
-            if n > limit or limit < 0:
-                if limit == _NOT_VXLAN:
-                    rest.append(item)  # the general path handles (and counts) it
-                else:
-                    slow.append((plan, frame, key))  # type: ignore[arg-type]
-                continue
-            # OuterTemplate.build, inlined; the flow's hash is its key's (the EMC cached it)
-            ip_id = (ip_id + 1) & 0xFFFF
-            s = (base + n + ip_id) % 0xFFFF
-            append(
-                pack(eth, n + 36, ip_id, ftp, 0xFFFF - s if s else 0, addrs,
-                     SPORT_MIN + hash(key) % width, dport, n + 16, 0, vx)
-                + frame
-            )  # fmt: skip
         tunnel.ip_id = ip_id
-        if stats is not None:
-            self._count_sent(stats, outers, start)
         if outers:
             tunnel.counters.encap_packets += len(outers)
-            self.switch.forward(uplink, outers)  # type: ignore[arg-type]
+            self.switch.forward(cache.uplink, outers)  # type: ignore[arg-type]
         if slow:
             self._encap_slow(slow)
         if tunnel.tx:
             self._send_tunnel_tx()
-        return rest
 
     @staticmethod
     def _count_sent(stats: VportStats, outers: list[bytes], start: int) -> None:
@@ -694,34 +864,70 @@ class Pipeline:
         are the inner frames')."""
         count = len(outers) - start
         stats.tx_packets += count
-        stats.tx_bytes += sum(map(len, outers[start:])) - count * OUTER_HLEN
+        sent = outers[start:] if start else outers
+        stats.tx_bytes += sum(map(len, sent)) - count * OUTER_HLEN
 
-    def _resolve_plan(self, plan: _EncapPlan, vport: Vport | None, generation: int) -> None:
-        """A plan's vport, template and frame size limit for the endpoint's generation (a
-        failed lookup is not counted here, nor kept for the next batch: see _encap_slow)."""
-        plan.vport = vport
-        plan.generation = generation
-        if vport is None or vport.type is not VportType.VXLAN:
-            plan.template = None
-            plan.limit = _NOT_VXLAN
-            plan.fast = _NO_FAST
-            return
-        template = self.tunnel.lookup_template(
-            plan.params, vport.dst_port or OVS_VXLAN_DEFAULT_PORT, count=False
-        )
-        plan.template = template
-        if template is None:
-            plan.limit = _DROPPED
-            plan.generation = -1  # ask again in the next batch
-            plan.fast = (_DROPPED, *_NO_FAST[1:])
-            return
-        outer = template.outer
-        plan.limit = _SLOW if outer.csum else template.mtu + 14 - OUTER_HLEN
-        eth, ftp, addrs, dport, vx, base = outer.fast
-        # the IPv4 total length is the inner length + 36
-        plan.fast = (plan.limit, eth, ftp, addrs, dport, vx, base + 36, vport.stats)
+    def _encap_of(
+        self, dp: Datapath, program: ActionProgram, cache: _EncapCache
+    ) -> tuple[Any, ...]:
+        """What :meth:`ingress` loads for a flow of ``program`` in ``dp`` (its ``encap``):
+        the program's entry in ``cache``, resolved if it has none."""
+        fast = cache.entries.get(program)
+        return self._resolve_encap(dp, program, cache) if fast is None else fast
 
-    def _encap_slow(self, slow: list[tuple[_EncapPlan, bytes, bytes]]) -> None:
+    def _resolve_encap(
+        self, dp: Datapath, program: ActionProgram, cache: _EncapCache
+    ) -> tuple[Any, ...]:
+        """What :meth:`ingress` loads for a program in ``dp``, kept in ``cache`` (and on its
+        flows: Flow.encap).  A tuple: the longest frame the program encapsulates without
+        fragments, or _NOT_VXLAN (not exactly set(tunnel) + output to a VXLAN vport: its
+        actions run, _run_actions), _DROPPED (no template: the lookup is counted in
+        _encap_slow, and tried again in the next batch; or the uplink is down), _SLOW (a UDP
+        checksum: _encap_slow); the template's constant fields; the vport's statistics; the
+        :class:`_EncapTarget` for _encap_slow; the cache's token (the tuple is stale once the
+        cache has another)."""
+        plans = self._encap_plans
+        plan = plans.get(program)
+        if plan is None:
+            if len(plans) >= MAX_ENCAP_PLANS:
+                plans.clear()
+            plan = plans[program] = _encap_plan(program)
+        fast = cache.no_encap
+        vport = None if plan is False else dp.vports.get(plan.port_no)
+        if plan is not False and vport is not None and vport.type is VportType.VXLAN:
+            template = self.tunnel.lookup_template(
+                plan.params, vport.dst_port or OVS_VXLAN_DEFAULT_PORT, count=False
+            )
+            target = _EncapTarget(plan.params, vport, template)
+            if template is None or not cache.up:
+                cache.retry |= template is None
+                fast = (_DROPPED, *_NO_FAST[1:-3], vport.stats, target, cache.token)
+            else:
+                # one tuple for every program of the same template and vport (flows to one
+                # remote VTEP share it: fewer objects for a batch of many flows to touch)
+                outer = template.outer
+                shared = cache.shared.get((outer, vport))
+                if shared is None:
+                    limit = _SLOW if outer.csum else template.mtu + 14 - OUTER_HLEN
+                    eth, ftp, addrs, dport, vx, ip_sum = outer.fast
+                    # the UDP checksum (0) and the VXLAN header in one piece; the IPv4 total
+                    # length is the inner length + 36; the checksum is 0xFFFE less (the sum - 1)
+                    # % 0xFFFF, i.e. 0xFFFF less the sum modulo 0xFFFF, or 0 when it is 0 (no
+                    # conditional)
+                    tail = bytes(2) + vx.to_bytes(8, "big")
+                    shared = cache.shared[(outer, vport)] = (
+                        limit, eth, ftp, addrs, dport, tail, ip_sum + 35, vport.stats, target,
+                        cache.token,
+                    )  # fmt: skip
+                fast = shared
+        entries = cache.entries
+        if len(entries) >= MAX_ENCAP_PLANS:
+            entries.clear()
+            cache.shared.clear()
+        entries[program] = fast
+        return fast
+
+    def _encap_slow(self, slow: list[tuple[_EncapTarget, bytes, bytes]]) -> None:
         """Tunnel-flow frames the bulk path does not send: those that cannot be sent now
         (no template: counted by a lookup, which may ask for the next hop's MAC; or the uplink
         is down), those whose outer packet exceeds the uplink's MTU (dropped with DF, else sent
@@ -733,13 +939,12 @@ class Pipeline:
         whole: list[bytes] = []
         dropped = 0
         uplink = None
-        for plan, frame, key in slow:
-            template, vport = plan.template, plan.vport
-            assert vport is not None
+        for target, frame, key in slow:
+            params, vport, template = target
             stats = vport.stats
             if template is None or not template.uplink.operational:
                 if template is None:
-                    tunnel.lookup_template(plan.params, vport.dst_port or OVS_VXLAN_DEFAULT_PORT)
+                    tunnel.lookup_template(params, vport.dst_port or OVS_VXLAN_DEFAULT_PORT)
                 else:
                     tunnel.counters.no_uplink += 1
                 stats.tx_dropped += 1
@@ -791,33 +996,65 @@ class Pipeline:
 
 
 MAX_ENCAP_PLANS = 4096
-# an _EncapPlan's limit when it is not the longest frame the bulk path encapsulates:
+# an encapsulation's limit when it is not the longest frame the bulk path encapsulates:
 _DROPPED = -1  # its frames cannot be sent now (no template, the uplink down): _encap_slow
-_NOT_VXLAN = -2  # its port is not a VXLAN vport: the general path
+_NOT_VXLAN = -2  # not set(tunnel) + output to a VXLAN vport: the general path
 _SLOW = -3  # its template has a UDP checksum: _encap_slow
-_NO_FAST = (_NOT_VXLAN, b"", 0, b"", 0, 0, 0, None)
+# an entry of _resolve_encap for a program that is no encapsulation (its last item, the cache's
+# token, is added per cache)
+_NO_FAST: tuple[Any, ...] = (_NOT_VXLAN, b"", 0, b"", 0, b"", 0, None, None, None)
+# the outer headers as the bulk path packs them: OUTER_STRUCT with the UDP checksum (0) and the
+# VXLAN header as one 10-byte piece
+_OUTER_BULK = struct.Struct("!16sHHIH8sHHH10s")
+assert _OUTER_BULK.size == OUTER_STRUCT.size
+SPORT_WIDTH = SPORT_MAX - SPORT_MIN
 
 
-class _EncapPlan:
+class _EncapPlan(NamedTuple):
     """A flow program that is exactly set(tunnel(...)) then an output: its tunnel parameters
-    and output port number (hashed by identity)."""
+    and output port number."""
 
-    __slots__ = ("fast", "generation", "limit", "params", "port_no", "template", "vport")
+    params: TunnelParams
+    port_no: int
 
-    def __init__(self, params: TunnelParams, port_no: int) -> None:
-        self.params = params
-        self.port_no = port_no
-        # resolved for the endpoint's generation and the vport: its template, and the longest
-        # inner frame it encapsulates without fragments (-1: its frames are dropped;
-        # _NOT_VXLAN: the general path takes them)
-        self.generation = -1
-        self.vport: Vport | None = None
-        self.template: Template | None = None
-        self.limit = -1
-        # what _encap_fast loads when the plan changes: the limit, the template's constant
-        # fields (OuterTemplate.fast, the IPv4 checksum's sum counting the 36 header bytes), the
-        # vport's statistics
-        self.fast: tuple[Any, ...] = _NO_FAST
+
+class _EncapTarget(NamedTuple):
+    """Where a program's packets go, for _encap_slow: the tunnel parameters, the VXLAN vport,
+    the template (None: no template now)."""
+
+    params: TunnelParams
+    vport: Vport
+    template: Template | None
+
+
+class _EncapCache:
+    """One datapath's resolved encapsulations (:meth:`Pipeline._resolve_encap`) by program,
+    valid for ``stamp``: the endpoint's template generation, whether the uplink is up, the
+    datapath's tunnel vports.  Its flows keep theirs (Flow.encap), each holding ``token``: a
+    new token makes them stale.  ``retry``: a template lookup failed, so start afresh next
+    batch.  ``uplink``, ``up``: the uplink and its state in the current batch."""
+
+    __slots__ = ("entries", "no_encap", "retry", "shared", "stamp", "token", "up", "uplink")
+
+    def __init__(self) -> None:
+        self.entries: dict[ActionProgram, tuple[Any, ...]] = {}
+        # the entries that have a template, by (template, vport): programs share them
+        self.shared: dict[tuple[OuterTemplate, Vport], tuple[Any, ...]] = {}
+        self.stamp: tuple[Any, ...] = ()
+        self.retry = False
+        self.uplink: SwitchPort | None = None
+        self.up = False
+        self.token = object()
+        self.no_encap = (*_NO_FAST[:-1], self.token)  # the entry of any other program
+
+    def renew(self, stamp: tuple[Any, ...]) -> None:
+        """Forget every entry (those flows keep are stale from now on)."""
+        self.entries.clear()
+        self.shared.clear()
+        self.stamp = stamp
+        self.retry = False
+        self.token = object()
+        self.no_encap = (*_NO_FAST[:-1], self.token)
 
 
 def _encap_plan(program: ActionProgram) -> _EncapPlan | Literal[False]:

@@ -60,6 +60,7 @@ class Flow:
     __slots__ = (
         "actions",
         "dead",
+        "encap",
         "mask",
         "masked",
         "n_bytes",
@@ -98,10 +99,13 @@ class Flow:
 
     def set_actions(self, actions: bytes, program: Any) -> None:
         """New actions: ``actions`` as installed (netlink bytes, for replies), ``program`` what
-        the packet path runs; ``out`` caches a single output port (the fast path)."""
+        the packet path runs; ``out`` caches a single output port (the fast path), ``encap``
+        what the packet path resolved for other programs (its tunnel encapsulation; None: not
+        yet)."""
         self.actions = actions
         self.program = program
         self.out = getattr(program, "single_output", None)
+        self.encap: Any = None
 
     @property
     def key(self) -> bytes:

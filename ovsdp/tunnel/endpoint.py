@@ -32,7 +32,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from ..flowtable.flow_key import PREFIX_SIZE, Metadata, TunnelKey, extract_key, metadata_prefix
+from ..flowtable.flow_key import (
+    KEY_SIZE,
+    PREFIX_SIZE,
+    Metadata,
+    TunnelKey,
+    extract_key,
+    metadata_prefix,
+)
 from ..flowtable.layout import AF_INET, TUN_F_CSUM, TUN_F_KEY
 from ..vswitch.switch import PortType, SwitchPort
 from . import vxlan
@@ -42,6 +49,7 @@ from .reassembly import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_FRAGMENTS,
     DEFAULT_TIMEOUT,
+    MAX_DATAGRAM,
     Reassembler,
     ReassemblyStats,
 )
@@ -51,7 +59,16 @@ if TYPE_CHECKING:
     from ..vswitch.switch import VSwitch
 
 __all__ = [
+    "IP_SUM_CONSTANT",
+    "NO_CSUM_VXLAN_I",
+    "RX_FLAGS_PROTO",
+    "RX_INNER",
+    "RX_INNER_ULEN",
+    "RX_KEY",
+    "RX_OUTER",
+    "RX_PREFIX",
     "STAT_NAMES",
+    "TCP_MIN_ULEN",
     "TunnelCounters",
     "TunnelEndpoint",
     "TunnelParams",
@@ -59,6 +76,7 @@ __all__ = [
     "check_unicast",
     "endpoint_of",
     "format_ipv4",
+    "key_head",
     "parse_interface",
     "parse_ipv4",
 ]
@@ -81,33 +99,90 @@ assert _PREFIX.pack(7, 0, 0, 0, 0, 5, 1, 2, 3, 4, TUN_F_KEY | TUN_F_CSUM, AF_INE
 )
 
 
-# The outer headers of an untagged VXLAN packet without IP options, in eight integers: the
-# ethertype with IPv4's version/IHL and TOS; total length and id; flags/offset, TTL and protocol;
-# the header checksum; source and destination; UDP source and destination ports; UDP length and
-# checksum; the VXLAN header.  (Adjacent 16-bit words read as one integer count the same in a
-# ones'-complement sum modulo 0xFFFF, so the IP checksum is checked on these directly.)
-_OUTER = struct.Struct("!12xIIIHQIIQ")
-assert _OUTER.size == vxlan.OUTER_HLEN
-_VXLAN_CHECK = 0xFFFFFFFF000000FF  # the flags word and the reserved byte after the VNI
-_VXLAN_VALID = vxlan.VXLAN_FLAGS_I << 32
+# The outer headers of a frame from the uplink as receive() reads them, in one call (offsets 12
+# to 49, as many fields as its checks and the flow key need, so that nearly every check is one
+# comparison of a small integer): ethertype; IPv4 version/IHL, TOS, total length, id,
+# flags/offset, TTL, protocol, header checksum, source, destination; UDP source and destination
+# ports, length; the UDP checksum with the VXLAN flags word (6 bytes: the fast path takes them
+# when they are 0 and the I flag alone); the VNI (its 3 bytes, as the key holds them) and the
+# reserved byte.
+RX_OUTER = struct.Struct("!12xHBBHHHBBHIIHHH6s3sB")
+assert RX_OUTER.size == vxlan.OUTER_HLEN
 
-# The same prefix as _PREFIX for the decap fast path: in_port with the zero metadata after it
-# (18 bytes, one per port: _head), tun_id, source and destination, TOS, TTL, flags and proto,
-# the UDP ports (one integer).
-_PREFIX_TUNNEL = struct.Struct("!18sQQBBHI")
-assert _PREFIX_TUNNEL.size == PREFIX_SIZE
-_FLAGS_PROTO = TUN_F_KEY << 8 | AF_INET
+# The inner frame's headers that extract_key's untagged IPv4 TCP/UDP fast path reads (MACs,
+# ethertype, version/IHL, TOS, flags/offset, TTL, protocol, addresses, ports; TCP's data offset
+# byte and flags byte), at their offsets in the outer frame (50 to 97).  Read when the inner
+# frame has the 54 bytes that fast path needs: a UDP length of at least RX_INNER_ULEN.
+RX_INNER = struct.Struct("!50x12sHBB4xHBB2x8s4s8xBB")
+RX_INNER_ULEN = 16 + 54
+
+# The whole flow key of a decapsulated untagged IPv4 TCP/UDP packet in one pack: the metadata
+# prefix (in_port with the zero metadata after it: _head, one per port; tun_id, i.e. the VNI's 3
+# bytes behind 5 zero bytes; outer source and destination, TOS, TTL; tunnel flags and proto; UDP
+# source and destination ports), then exactly what extract_key's fast path packs behind a prefix.
+RX_KEY = struct.Struct("!18s5x3sIIBBHHH12s8xHBBBBB8s28x4sH28x")
+assert RX_KEY.size == KEY_SIZE
+# the same prefix alone, for inner frames extract_key reads itself
+RX_PREFIX = struct.Struct("!18s5x3sIIBBHHH")
+assert RX_PREFIX.size == PREFIX_SIZE
+RX_FLAGS_PROTO = TUN_F_KEY << 8 | AF_INET
+# IPv4 version/IHL 0x45 and protocol UDP as they count in the header checksum (both checked)
+IP_SUM_CONSTANT = 0x4500 + 17
+# no UDP checksum, and a valid VXLAN header's flags word
+NO_CSUM_VXLAN_I = bytes(2) + vxlan.VXLAN_FLAGS_I.to_bytes(4, "big")
+
+# Per value of a TCP header's data offset byte, the UDP length (outer) from which the inner
+# frame holds the whole TCP header, as extract_key's fast path requires; the byte's low bits
+# (reserved, NS) must be clear, so that the flags byte alone is the key's tcp_flags: else never.
+TCP_MIN_ULEN = tuple(
+    16 + 34 + (b >> 4) * 4 if b >= 0x50 and not b & 15 else 1 << 20 for b in range(256)
+)
 
 
 @functools.lru_cache(maxsize=1024)
-def _head(port_no: int) -> bytes:
+def key_head(port_no: int) -> bytes:
     """The first 18 bytes of a decapsulated packet's key prefix: in_port, zero metadata."""
     return port_no.to_bytes(2, "big") + bytes(16)
 
 
-assert _PREFIX_TUNNEL.pack(
-    _head(7), 5, 1 << 32 | 2, 3, 4, _FLAGS_PROTO, 9 << 16 | 10
-) == _PREFIX.pack(7, 0, 0, 0, 0, 5, 1, 2, 3, 4, TUN_F_KEY, AF_INET, 9, 10)
+def _items_of(
+    ports: Mapping[int, tuple[T, int]], out: dict[T, list[tuple[bytes, bytes]]], dport: int
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+    """For TunnelEndpoint.receive, when a packet's UDP port is another than the previous
+    one's: the port, the key head of its tunnel vport and the list its decapsulated packets go
+    to (None: no tunnel port has it)."""
+    target = ports.get(dport)
+    if target is None:
+        return None
+    group, port_no = target
+    found = out.get(group)
+    if found is None:
+        found = out[group] = []
+    return dport, key_head(port_no), found
+
+
+assert RX_PREFIX.pack(key_head(7), b"\0\0\5", 1, 2, 3, 4, RX_FLAGS_PROTO, 9, 10) == _PREFIX.pack(
+    7, 0, 0, 0, 0, 5, 1, 2, 3, 4, TUN_F_KEY, AF_INET, 9, 10
+)
+
+
+def _check_rx_key() -> None:
+    """RX_KEY packs what extract_key builds behind RX_PREFIX (checked once, at import)."""
+    inner = bytes.fromhex(
+        "00155d00000200155d0000010800"
+        "4501002800014000400601020a0000010a100000"
+        "0400005000000001000000005018ffff00000000"
+    )
+    frame = bytes(50) + inner
+    args = (key_head(7), b"\1\2\3", 0x0A0B0C0D, 0x01020304, 5, 6, RX_FLAGS_PROTO, 40000, 4789)
+    macs, _et, _vhl, tos, _frag, ttl, proto, addrs, l4_ports, _off, flags = RX_INNER.unpack_from(
+        frame
+    )
+    key = RX_KEY.pack(*args, macs, 0x0800, 1, proto, tos, ttl, 0, addrs, l4_ports, flags)
+    assert key == extract_key(inner, RX_PREFIX.pack(*args))
+
+
+_check_rx_key()
 
 # -- addresses ---------------------------------------------------------------------------------
 
@@ -525,18 +600,26 @@ class TunnelEndpoint:
         and how many frames the endpoint consumed (fragments held, packets dropped).  Every
         input frame is in exactly one of the three (a reassembled datagram stands for the
         fragment that completed it).
+
+        The common case -- an unfragmented VXLAN packet without IP options or UDP checksum
+        whose inner frame is untagged IPv4 TCP or UDP -- costs one unpack of the outer headers,
+        a few comparisons of small integers, one unpack of the inner headers and one pack of
+        the whole flow key; anything else goes through :meth:`_rx_other` (``vxlan.parse`` and
+        ``extract_key``), which decides the same (tests/test_vxlan.py checks it).
         """
         vtep = self.vtep_int
         out: dict[T, list[tuple[bytes, bytes]]] = {}
         rest: list[bytes] = []
         consumed = 0
-        unpack = _OUTER.unpack_from
-        pack = _PREFIX_TUNNEL.pack
+        unpack = RX_OUTER.unpack_from
+        unpack_inner = RX_INNER.unpack_from
+        pack_key = RX_KEY.pack
+        tcp_min = TCP_MIN_ULEN
         now = -1.0
         reassembly = self.reassembly
         held: bytes | None = None  # a first fragment, kept for the next one (join_adjacent)
-        held_fields: tuple[int, ...] = ()
-        last_target = None
+        held_fields: tuple[Any, ...] = ()
+        port = -1  # the UDP port of the tunnel port ``items`` and ``head`` are for
         items: list[tuple[bytes, bytes]] = []
         head = b""
         for frame in frames:
@@ -544,14 +627,18 @@ class TunnelEndpoint:
             if n < 50:
                 consumed += self._rx_other(frame, ports, out, rest)
                 continue
-            # (see _OUTER for what the eight words hold)
-            a, b, c, csum, addrs, ports_word, udp, vx = unpack(frame)
-            if addrs & 0xFFFFFFFF != vtep or a >> 16 != 0x0800:
-                if a >> 16 == 0x0806:
+            # (see RX_OUTER)
+            et, vhl, tos, total, ident, frag, ttl, proto, csum, src, dst, sport, dport, ulen, \
+                udp_vx, vni, res = unpack(frame)  # fmt: skip
+            if dst != vtep or et != 0x0800:
+                if et == 0x0806:
                     self._arp_in(frame)
                 rest.append(frame)
                 continue
-            if c & 0x3FFF0000 and c & 0xFF == 17 and a & 0xF000 == 0x4000 and a & 0xF00 >= 0x500:
+            if frag and frag != 0x4000:  # MF, an offset or the reserved bit (DF alone is fine)
+                if not (frag & 0x3FFF and proto == 17 and 0x45 <= vhl <= 0x4F):
+                    consumed += self._rx_other(frame, ports, out, rest)
+                    continue
                 # a fragment of a UDP datagram for the VTEP: reassembled first
                 if now < 0:
                     now = self.clock()
@@ -560,18 +647,58 @@ class TunnelEndpoint:
                     first, held = held, None
                     joined = None
                     if not reassembly.entries:
-                        h_b, h_c, h_csum = held_fields[1:4]
+                        h_vhl, h_tos, h_total, h_ident, h_frag, h_csum, h_ttl, h_src, h_sport, \
+                            h_dport, h_ulen, h_udp_vx, h_vni, h_res = held_fields  # fmt: skip
+                        if h_dport != port:
+                            switched = _items_of(ports, out, h_dport)
+                            if switched is not None:
+                                port, head, items = switched
+                        size = h_total - 20
+                        if (
+                            # the two halves of one datagram, as join_adjacent requires, both
+                            # without IP options
+                            vhl == 0x45
+                            and h_vhl == 0x45
+                            and (frag & 0x3FFF) << 3 == size  # the last, right behind the first
+                            and ident == h_ident
+                            and src == h_src
+                            and not size & 7
+                            and size >= reassembly.min_first
+                            and size + total <= MAX_DATAGRAM
+                            and total >= 20
+                            and 14 + h_total <= len(first)
+                            and 14 + total <= n
+                            # and the datagram is the common case of the decap below: its UDP
+                            # length is the IP payload's, its header checksum is the first
+                            # fragment's (join_adjacent adjusts it for the new length and flags)
+                            and h_dport == port
+                            and h_udp_vx == NO_CSUM_VXLAN_I
+                            and not h_res
+                            and h_ulen == size + total - 20
+                            and h_ulen >= 30
+                            and not (h_tos + h_total + h_ident + h_frag + (h_ttl << 8) + h_csum
+                                     + src + dst + IP_SUM_CONSTANT) % 0xFFFF
+                        ):  # fmt: skip
+                            # the inner frame straight from the two fragments, whose whole
+                            # datagram need not be built
+                            r_stats = reassembly.stats
+                            r_stats.fragments += 2
+                            r_stats.reassembled += 1
+                            reassembly.last_mru = h_total if h_total > total else total
+                            inner = first[50 : 14 + h_total] + frame[34 : 14 + total]
+                            prefix = RX_PREFIX.pack(head, h_vni, src, dst, h_tos, h_ttl,
+                                                     RX_FLAGS_PROTO, h_sport, h_dport)  # fmt: skip
+                            items.append((extract_key(inner, prefix), inner))
+                            continue
                         joined = reassembly.join_adjacent(
-                            first, frame, 14, h_b >> 16, h_b & 0xFFFF, h_c >> 16, h_csum,
-                            b >> 16, b & 0xFFFF, c >> 16,
-                        )  # fmt: skip
+                            first, frame, 14, h_total, h_ident, h_frag, h_csum, total, ident, frag
+                        )
                     if joined is not None:
                         # the datagram's headers are the first fragment's, but for these
                         frame, total, frag, csum = joined
                         n = len(frame)
-                        a, b, c, _csum, ports_word, udp, vx = held_fields
-                        b = total << 16 | b & 0xFFFF
-                        c = frag << 16 | c & 0xFFFF
+                        vhl, tos, _total, ident, _frag, _csum, ttl, _src, sport, dport, ulen, \
+                            udp_vx, vni, res = held_fields  # fmt: skip
                     else:
                         whole = reassembly.add_pair(first, frame, now)
                         if whole is None or len(whole) < 50:
@@ -579,11 +706,13 @@ class TunnelEndpoint:
                             continue
                         frame = whole
                         n = len(frame)
-                        a, b, c, csum, addrs, ports_word, udp, vx = unpack(frame)
-                elif c & 0x3FFF0000 == 0x20000000 and not reassembly.entries:
+                        et, vhl, tos, total, ident, frag, ttl, proto, csum, src, dst, sport, \
+                            dport, ulen, udp_vx, vni, res = unpack(frame)  # fmt: skip
+                elif frag & 0x3FFF == 0x2000 and not reassembly.entries:
                     # a first fragment: it and the next one are likely one whole datagram
                     held = frame
-                    held_fields = (a, b, c, csum, ports_word, udp, vx)
+                    held_fields = (vhl, tos, total, ident, frag, csum, ttl, src, sport, dport,
+                                   ulen, udp_vx, vni, res)  # fmt: skip
                     continue
                 else:
                     whole = reassembly.add(frame, now)
@@ -593,36 +722,49 @@ class TunnelEndpoint:
                     # this switch frame now stands for the whole datagram: decapsulated below
                     frame = whole
                     n = len(frame)
-                    a, b, c, csum, addrs, ports_word, udp, vx = unpack(frame)
-            target = ports.get(ports_word & 0xFFFF)
+                    et, vhl, tos, total, ident, frag, ttl, proto, csum, src, dst, sport, dport, \
+                        ulen, udp_vx, vni, res = unpack(frame)  # fmt: skip
+            if dport != port:
+                switched = _items_of(ports, out, dport)
+                if switched is not None:
+                    port, head, items = switched
             if (
-                target is None
-                or a & 0xFF00 != 0x4500  # IP options: looked at below
-                or c & 0x3FFF00FF != 17  # a fragment, or not UDP
-                or udp & 0xFFFF  # a UDP checksum to verify
-                or vx & _VXLAN_CHECK != _VXLAN_VALID
-                or ((a & 0xFFFF) + b + c + csum + addrs) % 0xFFFF  # the IP header checksum
-                or (b >> 16) + 14 > n
-                or not 30 <= udp >> 16 <= (b >> 16) - 20
-            ):
-                consumed += self._rx_other(frame, ports, out, rest)
+                dport == port
+                and vhl == 0x45  # no IP options
+                and proto == 17
+                and udp_vx == NO_CSUM_VXLAN_I  # (a UDP checksum to verify: _rx_other)
+                and not res
+                and total + 14 <= n
+                and 30 <= ulen <= total - 20
+                and not (tos + total + ident + frag + (ttl << 8) + csum + src + dst
+                         + IP_SUM_CONSTANT) % 0xFFFF  # the IP header checksum
+            ):  # fmt: skip
+                # the common case, validated as vxlan.parse() would
+                inner = frame[50 : 34 + ulen]
+                if ulen >= RX_INNER_ULEN:
+                    i_macs, i_et, i_vhl, i_tos, i_frag, i_ttl, i_proto, i_addrs, i_ports, \
+                        i_off, i_flags = unpack_inner(frame)  # fmt: skip
+                    # extract_key's fast path, for an inner frame that is not a fragment
+                    if i_et == 0x0800 and i_vhl == 0x45 and (not i_frag or i_frag == 0x4000):
+                        if i_proto == 6 and ulen >= tcp_min[i_off]:
+                            items.append((pack_key(head, vni, src, dst, tos, ttl, RX_FLAGS_PROTO,
+                                sport, dport, i_macs, 0x0800, 1, 6, i_tos, i_ttl, 0, i_addrs,
+                                i_ports, i_flags), inner))  # fmt: skip
+                            continue
+                        if i_proto == 17:
+                            items.append((pack_key(head, vni, src, dst, tos, ttl, RX_FLAGS_PROTO,
+                                sport, dport, i_macs, 0x0800, 1, 17, i_tos, i_ttl, 0, i_addrs,
+                                i_ports, 0), inner))  # fmt: skip
+                            continue
+                prefix = RX_PREFIX.pack(head, vni, src, dst, tos, ttl, RX_FLAGS_PROTO, sport, dport)
+                items.append((extract_key(inner, prefix), inner))
                 continue
-            # the common case, validated above as vxlan.parse() would
-            if target is not last_target:
-                last_target = target
-                group, port_no = target
-                head = _head(port_no)
-                found = out.get(group)
-                if found is None:
-                    found = out[group] = []
-                items = found
-            inner = frame[50 : 34 + (udp >> 16)]
-            prefix = pack(head, vx >> 8 & 0xFFFFFF, addrs, a & 0xFF, c >> 8 & 0xFF, _FLAGS_PROTO,
-                          ports_word)  # fmt: skip
-            items.append((extract_key(inner, prefix), inner))
+            consumed += self._rx_other(frame, ports, out, rest)
         if held is not None:
-            reassembly.add(held, now)  # alone, a first fragment completes nothing
-            consumed += 1
+            # alone, a first fragment completes nothing, unless its datagram's other fragments
+            # came in another way (a frame too short for the loop above)
+            whole = reassembly.add(held, now)
+            consumed += 1 if whole is None else self._rx_other(whole, ports, out, rest)
         self.counters.decap_packets += len(frames) - consumed - len(rest)
         return out, rest, consumed
 
@@ -671,9 +813,7 @@ class TunnelEndpoint:
         prefix = _PREFIX.pack(
             port_no, 0, 0, 0, 0, vni, src, dst, tos, ttl, flags, AF_INET, sport, dport
         )
-        items = out.setdefault(group, [])
-        items.append((extract_key(inner, prefix), inner))
-        counters.decap_packets += 1
+        out.setdefault(group, []).append((extract_key(inner, prefix), inner))
         return 0
 
     def _arp_in(self, frame: bytes) -> None:
