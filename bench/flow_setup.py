@@ -139,7 +139,11 @@ async def run(flows: int, rounds: int) -> tuple[list[float], list[tuple[float, f
                     switch.receive(vm1, frames[i : i + BATCH])
                     await trio.sleep(0)  # the upcalls go out, the handler's puts come in
                 target = start_flows + flows
-                await wait_for(lambda target=target: dp.n_flows >= target, timeout=120)
+
+                def reached(target: int = target) -> bool:
+                    return dp.n_flows >= target
+
+                await wait_for(reached, timeout=120)
                 elapsed = time.perf_counter() - start
                 rates.append(flows / elapsed)
                 service_s = time.process_time() - cpu_start[0]

@@ -52,7 +52,7 @@ class Rig:
         self.missed: list[tuple[bytes, bytes]] = []
         # the seam: misses are recorded (the upcall machinery is tested elsewhere)
         record = self.missed.extend
-        self.pipeline._upcall_misses = lambda _dp, _vport, misses: record(misses)  # type: ignore[method-assign]
+        self.pipeline._upcall_misses = lambda _dp, _vport, misses: record(misses)  # type: ignore[method-assign,assignment]
 
     def fused(self, frames: list[bytes]) -> int:
         self.missed.clear()

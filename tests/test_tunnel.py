@@ -76,7 +76,7 @@ class TunnelEnv(Env):
         """``fn(endpoint)`` in the service's thread."""
         return self.h.call(lambda: fn(self.pipeline.tunnel))
 
-    def stats(self) -> Any:  # type: ignore[override]
+    def stats(self) -> Any:
         return self.tunnel(lambda t: t.stats())
 
     def nonzero(self) -> dict[str, int]:

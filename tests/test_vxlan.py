@@ -28,7 +28,7 @@ warnings.filterwarnings("ignore", module="scapy")
 from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 from scapy.layers.vxlan import VXLAN  # noqa: E402
-from scapy.packet import Raw  # noqa: E402
+from scapy.packet import Packet, Raw  # noqa: E402
 from scapy.utils import checksum as scapy_checksum  # noqa: E402
 
 SRC_MAC = "02:00:00:00:00:01"
@@ -182,7 +182,7 @@ def vxlan_frame(
     flags: int = 0x08,
     chksum: int | None = 0,
     **ip: object,
-) -> Ether:
+) -> Packet:
     fields: dict[str, object] = {"src": SRC_IP, "dst": DST_IP, "tos": 4, "ttl": 9}
     fields.update(ip)
     udp = (
