@@ -16,6 +16,12 @@ A blocking client (this process) alternates rounds between them:
   bounded queue, 256 at a time (an ingress batch's upcalls), from a producer task that lets the
   writer run after each batch.
 
+Every round runs in two placements, set with sched_setaffinity: both processes on one CPU, and
+each on its own CPU (when there are two).  They give very different pictures of a transaction:
+on one CPU a round trip is two context switches; on two CPUs each side idles while the other
+works, and on a virtual machine waking an idle vCPU (an interrupt across vCPUs, a VM exit) costs
+more than the request itself and makes the server's code run colder (docs/PERFORMANCE.md).
+
 Targets (issue 3): transactions >= 0.8x the raw echo server; flood >= 0.8x the raw sender.
 
 Run: .venv/bin/python -m bench.pseudodev [--rounds N] [--transactions N] [--flood N]
@@ -215,6 +221,16 @@ def _resolve(sock: socket.socket, name: str) -> int:
     return family_id
 
 
+def _placements() -> dict[str, tuple[set[int], set[int]]]:
+    """CPU sets (server, client) to measure on: both processes on one CPU, and each on its own
+    CPU when there are two or more."""
+    cpus = sorted(os.sched_getaffinity(0))
+    placements = {"one CPU": ({cpus[0]}, {cpus[0]})}
+    if len(cpus) > 1:
+        placements["two CPUs"] = ({cpus[1]}, {cpus[0]})
+    return placements
+
+
 def main() -> int:
     """Start the server process, measure, print; exit status 0 when targets are met."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -230,12 +246,17 @@ def main() -> int:
     from ovsdp.netlink.constants import NLM_F_REQUEST
     from ovsdp.netlink.message import GenlFamily, GenlMessage, encode_genl
 
+    placements = _placements()
+    everywhere = os.sched_getaffinity(0)
     directory = tempfile.mkdtemp(prefix="ovsdp-bench-")
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.pseudodev", "--server", directory],
         stdout=subprocess.PIPE,
         text=True,
     )
+    rates: dict[str, dict[str, list[float]]] = {
+        where: {"txn": [], "echo": [], "flood": [], "raw_flood": []} for where in placements
+    }
     try:
         assert server.stdout is not None
         server.stdout.readline()
@@ -258,34 +279,48 @@ def main() -> int:
 
         _round_trips(ovsdp, noop, 2000)  # warm up both paths
         _round_trips(echo, noop, 2000)
-        rates: dict[str, list[float]] = {"txn": [], "echo": [], "flood": [], "raw_flood": []}
         for _ in range(args.rounds):
-            rates["txn"].append(_round_trips(ovsdp, noop, args.transactions))
-            rates["echo"].append(_round_trips(echo, noop, args.transactions))
-            rates["flood"].append(_read_flood(ovsdp_flood, flood_request, args.flood))
-            rates["raw_flood"].append(_read_flood(raw_flood, raw_flood_request, args.flood))
+            for where, (server_cpus, client_cpus) in placements.items():
+                os.sched_setaffinity(server.pid, server_cpus)
+                os.sched_setaffinity(0, client_cpus)
+                time.sleep(0.05)  # let both settle where they now belong
+                got = rates[where]
+                got["txn"].append(_round_trips(ovsdp, noop, args.transactions))
+                got["echo"].append(_round_trips(echo, noop, args.transactions))
+                got["flood"].append(_read_flood(ovsdp_flood, flood_request, args.flood))
+                got["raw_flood"].append(_read_flood(raw_flood, raw_flood_request, args.flood))
     finally:
+        os.sched_setaffinity(0, everywhere)
         server.terminate()
         server.wait()
-
-    def med(name: str) -> float:
-        return statistics.median(rates[name])
-
-    def ratio(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(rates[a], rates[b], strict=True))
 
     print(
         f"{args.rounds} interleaved rounds; client: a blocking process; "
         f"{FLOOD_SIZE}-byte records on AF_UNIX SOCK_SEQPACKET"
     )
-    print(f"  no-op transactions, pseudo-device : {med('txn'):>10,.0f} round trips/s")
-    print(f"  raw drain-style trio echo server  : {med('echo'):>10,.0f} round trips/s")
-    print(f"  flood, pseudo-device (unicast)    : {med('flood'):>10,.0f} messages/s")
-    print(f"  raw drain-style trio sender       : {med('raw_flood'):>10,.0f} messages/s")
-    t, f = ratio("txn", "echo"), ratio("flood", "raw_flood")
-    ok = t >= 0.8 and f >= 0.8
-    print(f"  transactions / echo = {t:.2f}x  target >= 0.8: {'met' if t >= 0.8 else 'NOT MET'}")
-    print(f"  flood / raw sender  = {f:.2f}x  target >= 0.8: {'met' if f >= 0.8 else 'NOT MET'}")
+    ok = True
+    for where, got in rates.items():
+
+        def med(name: str, got: dict[str, list[float]] = got) -> float:
+            return statistics.median(got[name])
+
+        def ratio(a: str, b: str, got: dict[str, list[float]] = got) -> float:
+            return statistics.median(x / y for x, y in zip(got[a], got[b], strict=True))
+
+        server_cpus, client_cpus = placements[where]
+        print(f"on {where} (server on CPU {min(server_cpus)}, client on CPU {min(client_cpus)}):")
+        print(f"  no-op transactions, pseudo-device : {med('txn'):>10,.0f} round trips/s")
+        print(f"  raw drain-style trio echo server  : {med('echo'):>10,.0f} round trips/s")
+        print(f"  flood, pseudo-device (unicast)    : {med('flood'):>10,.0f} messages/s")
+        print(f"  raw drain-style trio sender       : {med('raw_flood'):>10,.0f} messages/s")
+        t, f = ratio("txn", "echo"), ratio("flood", "raw_flood")
+        ok = ok and t >= 0.8 and f >= 0.8
+        print(
+            f"  transactions / echo = {t:.2f}x  target >= 0.8: {'met' if t >= 0.8 else 'NOT MET'}"
+        )
+        print(
+            f"  flood / raw sender  = {f:.2f}x  target >= 0.8: {'met' if f >= 0.8 else 'NOT MET'}"
+        )
     return 0 if ok else 1
 
 
