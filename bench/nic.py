@@ -9,6 +9,8 @@ and ``out`` one of these forwards, in turns (interleaved rounds, as bench/harnes
   (ovsdp.nic, the receive tasks under trio) and one megaflow (in_port, eth_type) -> output;
 * **raw**: a drain-style trio loop on two plain AF_PACKET sockets on the same interfaces: wait
   until ``in`` is readable, ``recv`` until EAGAIN or 64 frames, ``send`` each one on ``out``;
+* **raw-nic**: the same loop on the two sockets ovsdp's backends open (receive ring, auxdata
+  fix-ups): ovsdp's I/O without the switch and the datapath;
 * **raw+aux** (with ``--aux``): the same with ``recvmsg`` and PACKET_AUXDATA, the receive call
   the backend has to make to see stripped VLAN tags and partial checksums.
 
