@@ -52,6 +52,9 @@ asks the kernel for a 4 MiB receive buffer; this is the same budget)."""
 DUMP_RECORD_BYTES = 32 << 10
 """A dump packs messages into records up to this size."""
 
+DRAIN_BUDGET = 64 << 10
+"""Bytes :meth:`Connection.drain` sends per call at most (then the service serves others)."""
+
 MAX_PID = 0xFFFFFFFF
 EINVAL = errno.EINVAL
 _unpack_nlhdr = NLMSGHDR.unpack_from
@@ -132,14 +135,17 @@ class Connection:
             return self.device._next_dump_record(self)
         return None
 
-    def drain(self, send: Callable[[bytes], object]) -> bool:
-        """Hand records to ``send`` until it raises BlockingIOError; True when nothing is left.
+    def drain(self, send: Callable[[bytes], object], budget: int = DRAIN_BUDGET) -> bool:
+        """Hand records to ``send`` until it raises BlockingIOError or ``budget`` bytes have
+        gone; True when nothing is left.
 
         This is :meth:`pop_output` in a loop without a call per record (the flood path).  A
-        record ``send`` refused is kept for the next call.  Other exceptions propagate.
+        record ``send`` refused is kept for the next call.  Other exceptions propagate.  The
+        budget keeps a client that reads as fast as the service writes (a dump, a flood) from
+        holding the service: past it the shell lets other tasks run before the next call.
         """
         out = self._out
-        while True:
+        while budget > 0:
             record = self._pushed_back
             if record is not None:
                 self._pushed_back = None
@@ -158,6 +164,8 @@ class Connection:
             except BlockingIOError:
                 self._pushed_back = record
                 return False
+            budget -= len(record)
+        return not self.has_output()
 
     def push_back(self, record: bytes) -> None:
         """Return a record :meth:`pop_output` gave out but the socket would not take."""
