@@ -5,7 +5,7 @@ ports vm1, vm2 and vm3 (port numbers 1, 2, 3), a controller connection (``env.c`
 requests) and a handler connection (``env.handler``: the upcall PID of the datapath and of every
 port).  Keys and actions are written as OVS text (``userspace.odp``).  :func:`flow_env` checks
 the completion invariant of docs/datapath.md section 5 when the scenario ends: the switch and the
-extension have nothing outstanding.
+extension have nothing outstanding (:func:`check_idle`, for any :class:`Harness`).
 """
 
 from __future__ import annotations
@@ -348,27 +348,40 @@ class Env:
 
     def counters(self) -> dict[str, int]:
         """The extension's and the switch's counters that frames without a place end in."""
-
-        def snap() -> dict[str, int]:
-            p = self.pipeline
-            return {
-                "switch_outstanding": self.switch.outstanding,
-                "pipeline_outstanding": p.outstanding,
-                "created": p.created,
-                "released": p.released,
-                "unbound_rx": p.unbound_rx,
-                "output_no_port": p.output_no_port,
-                "short_frames": p.short_frames,
-            }
-
-        result: dict[str, int] = self.h.call(snap)
-        return result
+        return packet_counters(self.h)
 
     def check_idle(self) -> None:
         """Nothing outstanding: every frame completed to the switch, every copy released."""
-        counters = self.counters()
-        assert counters["switch_outstanding"] == 0, counters
-        assert counters["pipeline_outstanding"] == 0, counters
+        check_idle(self.h)
+
+
+def packet_counters(h: Harness) -> dict[str, int]:
+    """The switch's and the extension's packet counters of ``h``'s service (read in its
+    thread, so between two of its steps)."""
+
+    def snap() -> dict[str, int]:
+        p = h.extension.pipeline
+        return {
+            "switch_outstanding": h.switch.outstanding,
+            "pipeline_outstanding": p.outstanding,
+            "created": p.created,
+            "released": p.released,
+            "unbound_rx": p.unbound_rx,
+            "output_no_port": p.output_no_port,
+            "short_frames": p.short_frames,
+            "recirc_limit_drops": p.recirc_limit_drops,
+        }
+
+    result: dict[str, int] = h.call(snap)
+    return result
+
+
+def check_idle(h: Harness) -> None:
+    """The completion invariant (docs/datapath.md section 5) once traffic has stopped: every
+    switch frame completed to the switch, every packet the extension created released."""
+    counters = packet_counters(h)
+    assert counters["switch_outstanding"] == 0, counters
+    assert counters["pipeline_outstanding"] == 0, counters
 
 
 @contextlib.contextmanager

@@ -3,7 +3,8 @@ with vm1, vm2, vm3, ext and host).
 
 What dpif-netlink does is the reference (/work/shared/reference/ovs-netlink.md section 6):
 feature negotiation when opening, the port calls, the flow put flags, batching, upcalls, port
-events.  A :class:`~dpif_support.RecordingSocket` shows what went over the socket.
+events.  A :class:`~dpif_support.RecordingSocket` shows what went over the socket.  The fixture
+checks the completion invariant (nothing outstanding) after every scenario.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dpif_support import (
     udp_key_text,
     ufid,
 )
+from flow_support import check_idle
 
 import ovsdp.datapath.datapath as datapath_module
 import ovsdp.datapath.dp_family as dp_family_module
@@ -67,6 +69,7 @@ BIT31 = OVS_DP_F_UNSUPPORTED
 def h() -> Iterator[Harness]:
     with Harness() as harness:
         yield harness
+        check_idle(harness)  # after the scenario's traffic: nothing outstanding
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """``OVS_PACKET_CMD_EXECUTE`` (docs/datapath.md section 5): actions on a given packet with the
-key's metadata, no flow installed, probes that send nothing, the errnos, the local port for an
-unknown in_port, UPCALL_PID; and the completion of the extension's own packets.
+key's metadata, no flow installed, probes that send nothing, the errnos, an unknown or absent
+in_port kept in the key (the local port is the input vport), UPCALL_PID; and the completion of
+the extension's own packets.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from flow_support import (
     Env,
     actions,
     flow_env,
+    in_kernel_order,
     key,
     udp_frame,
     udp_key_text,
@@ -124,12 +126,49 @@ def test_missing_attributes_and_runts_are_einval(env: Env) -> None:
     assert env.take("vm2") == [FRAME[:14]]
 
 
-def test_an_unknown_or_absent_in_port_is_the_local_port(env: Env) -> None:
+def upcall_stats(env: Env, name: str) -> tuple[int, int]:
+    stats = env.c.vport_get(env.ifindex, name).attrs["upcall_stats"]
+    return stats["success"], stats["fail"]
+
+
+def test_an_unknown_or_absent_in_port_is_kept_and_the_local_port_is_the_input(env: Env) -> None:
+    # As the kernel: the key keeps in_port as given (absent: DP_MAX_PORTS, which reported keys
+    # omit); only the input vport, whose upcall statistics count, falls back to the local port.
     pid = env.handler.pid
     env.execute(FRAME, "in_port(77)", f"userspace(pid={pid})")
     env.execute(FRAME, "skb_mark(1)", f"userspace(pid={pid})")
     env.execute(FRAME, "in_port(3)", f"userspace(pid={pid})")
-    assert [m.attrs["key"]["in_port"] for m in env.upcalls(3)] == [0, 0, 3]
+    keys = [m.attrs["key"] for m in env.upcalls(3)]
+    assert [k.get("in_port") for k in keys] == [77, None, 3]
+    assert keys[1]["skb_mark"] == 1
+    for k in keys:
+        assert in_kernel_order(k)
+    assert upcall_stats(env, "dp0") == (2, 0)
+    assert upcall_stats(env, "vm3") == (1, 0)
+    # the key an upcall reports is the packet's key under the execute's metadata
+    for text, k in zip(("in_port(77)", "skb_mark(1)", "in_port(3)"), keys, strict=True):
+        meta = metadata_from_attrs(key(text))
+        assert attrs_to_key(k, None)[0] == extract_key(FRAME, metadata_prefix(meta))
+
+
+def test_a_recirculation_miss_of_an_execute_without_in_port(env: Env) -> None:
+    # the miss reports the key without in_port and goes to the local port's PID (the handler),
+    # counted there
+    env.execute(FRAME, "skb_mark(2)", "recirc(4)")
+    env.execute(FRAME, "in_port(77)", "recirc(4)")
+    first, second = env.upcalls(2)
+    assert first.cmd == second.cmd == PacketCmd.MISS
+    assert "in_port" not in first.attrs["key"] and first.attrs["key"]["recirc_id"] == 4
+    assert second.attrs["key"]["in_port"] == 77
+    assert upcall_stats(env, "dp0") == (2, 0)
+    assert env.stats().n_missed == 2
+    # a flow put from that miss's key (no in_port: wildcarded) matches the next execute
+    env.put(udp_key_text(recirc_id=4).replace("in_port(1),", ""), "2", mask=False)
+    env.execute(FRAME, "skb_mark(2)", "recirc(4)")
+    assert env.take("vm2") == [FRAME]
+    (flow,) = env.dump()
+    assert "in_port" not in flow["key"] and flow["stats"].n_packets == 1
+    env.no_upcalls()
 
 
 def test_upcall_pid_overrides_the_actions_pid(env: Env) -> None:

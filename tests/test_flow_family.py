@@ -249,16 +249,39 @@ def test_set_replaces_actions_and_clear_zeroes_the_statistics(env: Env) -> None:
     assert list(after) == ["key", "mask", "actions"]
 
 
+def set_with_mask(key_text: str, **extra: object) -> dict:
+    """SET attributes with KEY and MASK from ``key_text`` (as dpif-netlink sends a modify)."""
+    k, m = key_mask(key_text)
+    return {"key": k, "mask": m, **extra}
+
+
 def test_set_by_ufid_and_the_errnos(env: Env) -> None:
-    env.put(l2_megaflow_text(), "2", ufid=UFID_A)
-    assert env.set(ufid=UFID_A, actions=[])["actions"] == []
+    megaflow = l2_megaflow_text()
+    env.put(megaflow, "2", ufid=UFID_A)
+    # named by the UFID, with the KEY the actions are validated against (dpif-netlink's modify)
+    (reply,) = env.flow(FlowCmd.SET, set_with_mask(megaflow, ufid=UFID_A, actions=[]))
+    assert reply.attrs["actions"] == []
     env.inject("vm1", [F1])
     assert env.take("vm2") == []  # dropped now
-    expect_errno(errno.ENOENT, env.set, ufid=UFID_B, actions=[])
+    # no KEY: nothing to validate ACTIONS against, EINVAL (the kernel's ovs_flow_cmd_set),
+    # checked before the flow is looked for, and nothing changes
+    for ufid in (UFID_A, UFID_B):
+        expect_errno(errno.EINVAL, env.set, ufid=ufid, actions=actions("3"))
+    assert env.get(ufid=UFID_A)["actions"] == []
+    # a UFID alone is enough for the rest: CLEAR
+    cleared = env.set(ufid=UFID_A, clear=True)
+    assert cleared["stats"].n_packets == 1 and "stats" not in env.get(ufid=UFID_A)
+    expect_errno(errno.ENOENT, env.flow, FlowCmd.SET, set_with_mask(megaflow, ufid=UFID_B))
     expect_errno(errno.ENOENT, env.set, K1, actions=[])
     expect_errno(errno.EINVAL, env.set, actions=[])  # neither KEY nor UFID
-    # the new actions are validated: set(tcp) on a flow that is not TCP
-    expect_errno(errno.EINVAL, env.set, ufid=UFID_A, actions=actions("set(tcp(src=1,dst=2))"))
+    expect_errno(errno.EINVAL, env.set, clear=True)
+    # the new actions are validated against the KEY and MASK: set(tcp) on a match not TCP
+    bad = set_with_mask(megaflow, ufid=UFID_A, actions=actions("set(tcp(src=1,dst=2))"))
+    expect_errno(errno.EINVAL, env.flow, FlowCmd.SET, bad)
+    # the KEY is parsed even when the UFID names the flow: a malformed one is EINVAL
+    expect_errno(
+        errno.EINVAL, env.flow, FlowCmd.SET, {"ufid": UFID_A, "key": key("ipv4(src=1.2.3.4)")}
+    )
     assert env.get(ufid=UFID_A)["actions"] == []
 
 

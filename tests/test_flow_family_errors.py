@@ -329,7 +329,7 @@ def test_new_set_del_are_multicast_to_the_flow_group(env: Env) -> None:
     sub = env.h.subscriber(FLOW)
     quiet = env.h.subscriber("ovs_vport")  # another group: hears nothing of flows
     echoed = env.put(K1, "2", ufid=bytes(16))
-    env.set(ufid=bytes(16), actions=actions("3"))
+    env.set(K1, ufid=bytes(16), actions=actions("3"))  # ACTIONS need the KEY
     env.get(ufid=bytes(16))
     env.dump()
     deleted = env.delete(ufid=bytes(16))
@@ -412,6 +412,30 @@ def test_no_exact_match_cache_no_cache_hits(env: Env) -> None:
     mega = env.dp_attrs()["megaflow_stats"]
     assert mega.n_cache_hit == 0 and mega.n_mask_hit >= 4
     assert len(env.take("vm2")) == 4
+
+
+def test_a_full_table_refuses_new_flows_with_enospc(env: Env) -> None:
+    # the limit (2,000,000 by default) lowered in the service's thread; the requests are real
+    dp = env.h.datapath("dp0")
+    env.h.call(setattr, dp.flows, "limit", 2)
+    env.put(K1, "2")
+    env.put(l2_megaflow_text(dst="vm3"), "3", ufid=bytes(16))
+    before = (env.dump(), env.dp_attrs())
+    sub = env.h.subscriber(FLOW)
+    # a third flow, with a mask the table does not have yet: ENOSPC with a reason
+    error = expect_errno(errno.ENOSPC, env.put, udp_key_text(sport=7), "2", flags=NLM_F_CREATE)
+    assert "full" in error.reason and "2 flows" in error.reason
+    expect_errno(errno.ENOSPC, env.put, udp_key_text(sport=8), "2", ufid=bytes(range(16)))
+    # nothing changed: flows, statistics, masks, nobody notified, the refused flow not matched
+    assert (env.dump(), env.dp_attrs()) == before
+    assert sub.events() == []
+    env.inject("vm1", [udp_frame(7)])
+    assert len(env.upcalls(1)) == 1 and env.take("vm2") == []
+    # a full table still changes the flows it has, and takes a new one once there is room
+    assert env.put(K1, "3")["actions"] == [("output", 3)]
+    env.delete(K1)
+    env.put(udp_key_text(sport=7), "2")
+    assert env.stats().n_flows == 2
 
 
 # -- flows belong to their datapath --------------------------------------------------------------

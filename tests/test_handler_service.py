@@ -1,7 +1,8 @@
 """ovsdp-handler end to end: the whole service (Harness) and a Handler in a thread, frames injected
 on the switch's ports: flooding, learning, megaflow hits, MAC moves, port removal and
 appearance, idle expiry, per-vport upcall PIDs, restart, vxlan ports; and the command line in a
-subprocess (SIGINT/SIGTERM exit 0).
+subprocess (SIGINT/SIGTERM exit 0).  Once the handler has stopped, nothing may be outstanding in
+the switch or the extension (``check_idle``, the completion invariant).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 from datapath_support import REPO, Client, Harness, cli_env
-from flow_support import MAC
+from flow_support import MAC, check_idle
 
 from ovsdp.netlink.constants import DpFeature
 from ovsdp.netlink.errors import NetlinkError
@@ -149,8 +150,12 @@ def running(h: Harness, config: str = DEFAULT_CONFIG, **kwargs: Any) -> Iterator
 
 @contextlib.contextmanager
 def network(config: str = DEFAULT_CONFIG, **kwargs: Any) -> Iterator[Net]:
-    with Harness() as h, running(h, config, **kwargs) as handler:
-        yield Net(h, handler)
+    """A service and a running handler; once the handler has stopped (no more traffic), the
+    completion invariant is checked (nothing outstanding)."""
+    with Harness() as h:
+        with running(h, config, **kwargs) as handler:
+            yield Net(h, handler)
+        check_idle(h)
 
 
 def l2_flow(in_port: int, src: str, dst: str) -> str:
@@ -386,6 +391,7 @@ def test_per_vport_upcall_pids(monkeypatch: pytest.MonkeyPatch) -> None:
             wait_until(lambda: p3 in handler.fw.ports)
             net.inject("vm3", [frame("vm3", "vm1")])
             net.wait_received({"vm1": 1, "vm2": 1, "ext": 1, "host": 1})
+        check_idle(h)
 
 
 def test_restart_starts_clean_and_keeps_ports(caplog: pytest.LogCaptureFixture) -> None:
@@ -405,6 +411,7 @@ def test_restart_starts_clean_and_keeps_ports(caplog: pytest.LogCaptureFixture) 
             assert {p.name: p.port_no for p in net.dpif.port_dump()} == before
             net.inject("vm1", [frame("vm1", "vm2")])
             net.wait_received({"vm2": 1, "vm3": 1, "ext": 1, "host": 1})
+        check_idle(h)
     assert "port vm1: already in the datapath as port 1" in caplog.text
 
 
@@ -501,6 +508,7 @@ def test_command_line_runs_until_a_signal(tmp_path: Any, signum: int) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        check_idle(h)
     text = "".join(lines) + out
     assert proc.returncode == 0, text
     for name, no in [("vm1", 1), ("vm2", 2), ("vm3", 3), ("ext", 4)]:

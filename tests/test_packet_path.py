@@ -190,9 +190,16 @@ def test_the_recirculation_limit_drops_a_loop(env: Env) -> None:
     assert env.take("vm2") == [F1] * MAX_RECIRCULATIONS
     loop = env.get(udp_key_text(recirc_id=1))["stats"].n_packets
     assert loop == MAX_RECIRCULATIONS
+    # counted by the pipeline, not as lost (n_lost is for upcalls that could not be queued)
+    assert env.counters()["recirc_limit_drops"] == 1
     stats = env.stats()
-    assert stats.n_lost == 1 and stats.n_missed == 0
+    assert stats.n_lost == 0 and stats.n_missed == 0
     nothing_else(env)
+    # an execute's loop is dropped and counted the same way
+    env.execute(F1, "in_port(1)", "recirc(1)")
+    assert env.take("vm2") == [F1] * MAX_RECIRCULATIONS
+    assert env.counters()["recirc_limit_drops"] == 2 and env.stats().n_lost == 0
+    env.no_upcalls()
 
 
 # -- outputs with no place to go, and the invariant -------------------------------------------

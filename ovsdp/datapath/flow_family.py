@@ -7,8 +7,9 @@ What each command does is the kernel's (reference §2.3):
   NLM_F_CREATE (or EXCL): EEXIST.  Found without: if it is the same match (for a UFID flow: the
   same masked key; for a key flow: the same unmasked key, else an exact lookup finds one) the
   actions are replaced and the statistics kept; otherwise ENOENT.
-* SET needs KEY or UFID; finds the flow by UFID, else by exact key; replaces actions if given;
-  OVS_FLOW_ATTR_CLEAR zeroes the statistics.  ENOENT if absent.
+* SET needs KEY or UFID, and KEY when it has ACTIONS (validated against KEY and MASK); finds
+  the flow by UFID, else by exact key; replaces actions if given; OVS_FLOW_ATTR_CLEAR zeroes
+  the statistics.  ENOENT if absent.
 * GET finds it the same way.  DEL too, and returns its final statistics; DEL with neither KEY nor
   UFID flushes every flow.  GET with NLM_F_DUMP lists them, trimmed by UFID_FLAGS.
 """
@@ -208,17 +209,24 @@ class FlowFamily:
 
     def set(self, request: Request) -> list[GenlMessage]:
         attrs = request.attrs
+        # As the kernel's ovs_flow_cmd_set, the request is checked before the flow is looked
+        # for: a KEY (and MASK) is parsed even when a UFID names the flow, and ACTIONS need
+        # the KEY, the match they are validated against (a UFID alone is EINVAL).
+        if "key" not in attrs and "ufid" not in attrs:
+            raise einval("OVS_FLOW_CMD_SET needs OVS_FLOW_ATTR_KEY or OVS_FLOW_ATTR_UFID")
+        if "key" in attrs:
+            attrs_to_key(attrs["key"], attrs.get("mask"))
+        program = None
+        if "actions" in attrs:
+            if "key" not in attrs:
+                raise einval("OVS_FLOW_CMD_SET with ACTIONS needs OVS_FLOW_ATTR_KEY")
+            raw, compiled = self._program(attrs["actions"])
+            validate_actions(attrs["actions"], attrs["key"], attrs.get("mask"), encoded=raw)
+            program = (raw, compiled)
         dp = self._dp(request)
         flow = self._find(dp, attrs)
-        if "actions" in attrs:
-            if "key" in attrs:  # validated against the match the request states, as NEW
-                validate_actions(attrs["actions"], attrs["key"], attrs.get("mask"))
-            else:  # named by UFID alone: against the flow's own match
-                key, mask = flow.key, flow.mask.value
-                validate_actions(
-                    attrs["actions"], key_to_attrs(key, mask), mask_to_attrs(key, mask)
-                )
-            flow.set_actions(*self._program(attrs["actions"]))
+        if program is not None:
+            flow.set_actions(*program)
         # The reply (and the notification) shows the statistics from before a CLEAR, as the
         # kernel builds its reply before it clears them.
         reply = self._echo(request, FlowCmd.SET, dp, flow)

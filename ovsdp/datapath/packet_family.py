@@ -3,7 +3,9 @@
 Upcalls are unicast to a PID through the pseudo-device's bounded per-socket queues; one that
 does not fit (or has no PID) is counted in the datapath's ``n_lost`` (the Windows datapath never
 counted these).  EXECUTE runs the given actions on the given packet with the key's metadata and
-installs nothing; with OVS_PACKET_ATTR_PROBE it only validates (a probe changes nothing).
+installs nothing; with OVS_PACKET_ATTR_PROBE it only validates (a probe changes nothing).  The
+key's in_port is kept as given, absent or naming no vport (the kernel's behaviour): upcalls from
+an execute report it as such, and only count against, and take their PID from, the local port.
 """
 
 from __future__ import annotations
@@ -112,11 +114,14 @@ class PacketFamily:
         packet = attrs["packet"]
         if len(packet) < ETH_HLEN:
             raise NetlinkError(errno.EINVAL, f"a packet of {len(packet)} bytes is too short")
+        # The key keeps in_port as given (absent: NO_IN_PORT, which keys reported upstream then
+        # omit), as the kernel keeps key.phy.in_port; only the input vport (upcall PIDs and
+        # upcall statistics) falls back to the local port when in_port names none.
         meta = metadata_from_attrs(attrs["key"])
-        if dp.vports.get(meta.in_port) is None:
-            # as the kernel: an absent or unknown in_port means the local port
-            meta = meta._replace(in_port=OVSP_LOCAL)
         in_port = meta.in_port
+        input_vport = dp.vports.get(in_port)
+        if input_vport is None:
+            input_vport = dp.vports.get(OVSP_LOCAL)
         key = extract_key(packet, metadata_prefix(meta))
         raw, program = compiled_program(attrs["actions"])
         validate_actions(attrs["actions"], key_to_attrs(key), encoded=raw)
@@ -134,6 +139,7 @@ class PacketFamily:
         )
         runner = ActionRunner(self.pipeline, dp, attrs.get("upcall_pid"))
         runner.parent = OWN
+        runner.default_input = input_vport
         program.execute(packet, pmeta, runner)
         self.pipeline.run_recirculations(runner)
         self.pipeline.flush(runner)

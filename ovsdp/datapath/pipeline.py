@@ -72,7 +72,8 @@ if TYPE_CHECKING:
     from .extension import OvsExtension
 
 MAX_RECIRCULATIONS = 8
-"""Recirculations of one packet (the kernel nests at most a handful: OVS_RECURSION_LIMIT 5)."""
+"""Recirculations of one packet (the kernel nests at most a handful: OVS_RECURSION_LIMIT 5);
+beyond, the packet is dropped and counted in ``Pipeline.recirc_limit_drops``."""
 
 
 def monotonic_ms() -> int:
@@ -140,7 +141,8 @@ class ActionRunner:
     """Runs action programs for one datapath; the ActionSink of the actions module.
 
     ``parent`` is the completion context the outputs of the current packet hold; ``pid``
-    overrides the upcall PID (OVS_PACKET_ATTR_UPCALL_PID of an execute).
+    overrides the upcall PID (OVS_PACKET_ATTR_UPCALL_PID of an execute); ``default_input`` is
+    the input vport of packets whose in_port names none (an execute's: the local port).
     """
 
     def __init__(self, pipeline: Pipeline, dp: Datapath, pid: int | None = None) -> None:
@@ -153,6 +155,14 @@ class ActionRunner:
         # the vport each upcall counts against (a miss's in-port; None: not counted), by PID
         self.upcall_ports: dict[int, list[Vport | None]] = {}
         self.recirc: list[tuple[bytes, PacketMeta]] = []
+        self.default_input: Vport | None = None
+
+    def input_vport(self, meta: PacketMeta) -> Vport | None:
+        """The vport a packet came in on: the one its in_port names, else ``default_input``
+        (the kernel's execute keeps an unknown or absent in_port in the key and uses the local
+        port as the input device, whose PIDs and upcall statistics its upcalls then use)."""
+        vport = self.dp.vports.get(meta.in_port)
+        return self.default_input if vport is None else vport
 
     # -- the ActionSink protocol --------------------------------------------------------------
 
@@ -177,6 +187,8 @@ class ActionRunner:
         key = pipeline.key_of(frame, meta)
         hash_ = meta.hash or flow_hash(key)  # the packet's hash, as the kernel sends it
         in_port = self.dp.vports.get(meta.in_port)  # the kernel counts every upcall there
+        if in_port is None:
+            in_port = self.default_input  # an execute's in_port that names no vport
         pid = attrs.get("pid", 0)
         if self.pid is not None:
             pid = self.pid
@@ -219,6 +231,9 @@ class Pipeline:
         self.unbound_rx = 0  # from switch ports no datapath holds
         self.output_no_port = 0  # output actions naming no vport
         self.short_frames = 0  # runts the kernel would drop (< 14 bytes)
+        # packets dropped at the recirculation limit (a loop); not n_lost, which the kernel
+        # keeps for upcalls that could not be queued (its limit drop counts nowhere in stats)
+        self.recirc_limit_drops = 0
         # tunnels (ovsdp/tunnel): the switch's VTEP, and which action programs are exactly
         # set(tunnel(...)) + output (encapsulated in bulk: _encap_fast)
         self.tunnel: TunnelEndpoint = endpoint_of(self.switch)
@@ -512,14 +527,14 @@ class Pipeline:
             frame, meta = runner.recirc.pop(0)
             rounds += 1
             if rounds > MAX_RECIRCULATIONS:
-                dp.stats.n_lost += 1 + len(runner.recirc)  # dropped, like the kernel's limit
+                self.recirc_limit_drops += 1 + len(runner.recirc)  # as the kernel's limit
                 runner.recirc.clear()
                 return
             key = self.key_of(frame, meta)
             flow = dp.flows.lookup(key)
             if flow is None:
                 dp.stats.n_missed += 1
-                self._queue_miss(runner, dp, dp.vports.get(meta.in_port), key, frame)
+                self._queue_miss(runner, dp, runner.input_vport(meta), key, frame)
                 continue
             dp.stats.n_hit += 1
             flow.n_packets += 1
