@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import re
 
@@ -9,6 +10,8 @@ import pytest
 from datapath_support import Harness
 from test_dpctl_support import (  # noqa: F401
     Dpctl,
+    TtyText,
+    check_idle,
     dp_attrs,
     dpctl_fixture,
     harness_fixture,
@@ -16,7 +19,7 @@ from test_dpctl_support import (  # noqa: F401
     udp_frame,
 )
 
-from userspace.dpctl import COMMANDS, parse_options, run
+from userspace.dpctl import COMMANDS, parse_options, program_name, run
 from userspace.dpctl.dps import port_stats_lines, stats_lines
 from userspace.dpctl.monitor import _Claim
 from userspace.dpif import Dpif, PortInfo
@@ -124,6 +127,24 @@ def test_add_if_errors(dpctl: Dpctl) -> None:
     assert result.err == "ovsdp-dpctl: opening datapath (No such device)\n"
 
 
+def test_add_if_empty_type_is_system(dpctl: Dpctl) -> None:
+    """``type=`` and a bare ``type`` mean the default: netdev_open takes a type only when it
+    is not empty, so ovs-dpctl opens a system device (the last ``type`` given counts)."""
+    dpctl.ok("add-dp", "dp0", "vm1,type=")
+    dpctl.ok("add-if", "dp0", "vm2,type", "vm3,type=vxlan,type=")
+    assert dpctl.ok("show").lines[-3:] == ["  port 1: vm1", "  port 2: vm2", "  port 3: vm3"]
+    result = dpctl("add-if", "dp0", "nope,type=")
+    assert (result.rc, result.err) == (
+        1,
+        "ovsdp-dpctl: adding nope to dp0 failed (No such device)\n",
+    )
+    result = dpctl("add-if", "dp0", "ext,type=,mtu=9000")  # options: the system device's warning
+    assert (result.rc, result.err) == (
+        0,
+        "ovsdp-dpctl: ext: arguments provided to device that is not configurable\n",
+    )
+
+
 def test_tunnel_ports(dpctl: Dpctl) -> None:
     dpctl.ok("add-dp", "dp0", "vx,type=vxlan,dst_port=4790,remote_ip=192.0.2.1,key=flow")
     assert dpctl.ok("show").lines[-1] == "  port 1: vxlan_sys_4790 (vxlan: dst_port=4790)"
@@ -218,6 +239,7 @@ def test_show_statistics_after_traffic(h: Harness, dpctl: Dpctl) -> None:
         "    collisions:?",
         f"    RX bytes:0  TX bytes:{20 * len(frame)} ({20 * len(frame) / 1024:.1f} KiB)",
     ]
+    check_idle(h)
 
 
 def test_stats_line_formats() -> None:
@@ -292,6 +314,87 @@ def test_command_line_errors(dpctl: Dpctl) -> None:
     for args, err in cases.items():
         result = dpctl(*args)
         assert (result.rc, result.out, result.err) == (1, "", err), args
+
+
+class FailingOutput(io.StringIO):
+    """Standard output whose writes (or only its flushes) fail with ``code``."""
+
+    def __init__(self, code: int, on_flush: bool = False) -> None:
+        super().__init__()
+        self.code = code
+        self.on_flush = on_flush
+
+    def _fail(self) -> None:
+        exc_type = {errno.EPIPE: BrokenPipeError, errno.EACCES: PermissionError}.get(
+            self.code, OSError
+        )
+        raise exc_type(self.code, "failed")
+
+    def write(self, text: str) -> int:
+        if not self.on_flush:
+            self._fail()
+        return super().write(text)
+
+    def flush(self) -> None:
+        self._fail()
+
+
+def test_output_errors(h: Harness, dpctl: Dpctl) -> None:
+    """Standard output failing: one error line and status 1; quiet for a closed pipe.  The
+    failure is never taken for the service's (EACCES is not "cannot connect")."""
+    dpctl.ok("add-dp", "dp0", "vm1")
+    dpctl.ok("add-flow", "in_port(1),eth(),eth_type(0x0806),arp()", "drop")
+    cases = {
+        errno.ENOSPC: "No space left on device",
+        errno.EIO: "Input/output error",
+        errno.EACCES: "Permission denied",
+    }
+    for args in (("dump-dps",), ("show", "-s"), ("dump-flows", "-m"), ("--help",)):
+        for code, text in cases.items():
+            for on_flush in (False, True):
+                err = io.StringIO()
+                out = FailingOutput(code, on_flush)
+                assert run(["--socket", h.path, *args], stdout=out, stderr=err) == 1
+                line = f"ovsdp-dpctl: writing to standard output failed ({text})\n"
+                assert err.getvalue() == line, (args, code, on_flush)
+            err = io.StringIO()
+            out = FailingOutput(errno.EPIPE)
+            assert run(["--socket", h.path, *args], stdout=out, stderr=err) == 1
+            assert err.getvalue() == ""
+    err = io.StringIO()
+    out = FailingOutput(errno.ENOSPC)
+    assert run(["--socket", h.path, "dump-dps"], stdout=out, stderr=err, prog="ovs-dpctl") == 1
+    assert err.getvalue().startswith("ovs-dpctl: writing to standard output failed (")
+
+
+def test_program_name() -> None:
+    """OVS's set_program_name (the basename of argv[0]), unless argv[0] names no program."""
+    assert program_name("/usr/bin/ovs-dpctl") == "ovs-dpctl"
+    assert program_name("ovs-dpctl") == "ovs-dpctl"
+    assert program_name("/work/.venv/bin/ovsdp-dpctl") == "ovsdp-dpctl"
+    for unusable in ("", "-c", "-m", "/work/userspace/dpctl/__main__.py", "/x/app.py", "/x/"):
+        assert program_name(unusable) == "ovsdp-dpctl", unusable
+
+
+def test_program_name_in_every_message(h: Harness) -> None:
+    """``prog`` prefixes errors, the help text and the progress line alike."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["--socket", h.path, "add-dp", "dp0", "vm1,type=bogus"]
+    assert run(argv, stdout=out, stderr=err, prog="ovs-dpctl") == 1
+    assert err.getvalue() == (
+        "ovs-dpctl: vm1: failed to open network device (Address family not supported by protocol)\n"
+    )
+    assert run(["--help"], stdout=out, stderr=err, prog="ovs-dpctl") == 0
+    assert out.getvalue().startswith("ovs-dpctl: ovsdp datapath management utility")
+    assert "usage: ovs-dpctl [OPTIONS]" in out.getvalue()
+    flows = "".join(
+        f"in_port(1),eth(),eth_type(0x0800),ipv4(src=10.0.{i >> 8}.{i & 255},frag=no) 1\n"
+        for i in range(1000)
+    )
+    err = TtyText()
+    argv = ["--socket", h.path, "add-flows", "-"]
+    assert run(argv, stdin=io.StringIO(flows), stdout=out, stderr=err, prog="ovs-dpctl") == 0
+    assert err.getvalue().endswith("\rovs-dpctl: add-flows: 1000 lines, 1000 done, 0 failed\n")
 
 
 def test_help_version_list_commands(dpctl: Dpctl) -> None:

@@ -10,15 +10,18 @@ import pty
 import select
 import signal
 import subprocess
+import sys
 import time
 from typing import Any
 
 import pytest
 from datapath_support import Harness
 from test_dpctl_support import (  # noqa: F401
+    OVS_SCRIPT,
     SCRIPT,
     UDP_KEY,
     Dpctl,
+    check_idle,
     check_odp_flow,
     dp_attrs,
     dpctl_fixture,
@@ -200,6 +203,7 @@ def test_monitor_port_events_and_upcalls(h: Harness, dpctl: Dpctl) -> None:
     assert dp_attrs(h).get("per_cpu_pids") == before  # given back
     shown = dpctl.ok("show").lines
     assert shown[1] == "  lookups: hit:0 missed:1 lost:0"
+    check_idle(h)
 
 
 def test_monitor_without_upcalls(h: Harness, dpctl: Dpctl) -> None:
@@ -217,3 +221,134 @@ def test_monitor_without_upcalls(h: Harness, dpctl: Dpctl) -> None:
         stdout, stderr = proc.communicate(timeout=15)
     assert (proc.returncode, stdout, stderr) == (0, b"", b"")
     assert dpctl.ok("show").lines[1] == "  lookups: hit:0 missed:1 lost:1"
+    check_idle(h)
+
+
+# -- output errors ------------------------------------------------------------------------------
+
+ENOSPC_LINE = "writing to standard output failed (No space left on device)\n"
+
+
+def to_dev_full(h: Harness, program: str, *args: str) -> tuple[int, str]:
+    """``program ARGS > /dev/full``: (exit status, standard error)."""
+    env = dict(os.environ, OVSDP_SOCKET=h.path)
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [program, *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=30,
+            check=False,
+        )
+    return result.returncode, result.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_output_errors_end_in_one_error_line(h: Harness, dpctl: Dpctl) -> None:
+    """A full device on standard output: one error line, exit status 1, no traceback, whether
+    the write fails at once or only when the buffer is flushed at the end."""
+    dpctl.ok("add-dp", "dp0", "vm1", "vm2")
+    dpctl.ok("add-flow", UDP_KEY, "2")
+    many = _flows(2000, start=1)  # a dump far bigger than the output buffer
+    dpctl.ok("add-flows", "-", stdin=many)
+    commands = [
+        ("dump-dps",),
+        ("show",),
+        ("show", "-s"),
+        ("dump-flows",),
+        ("dump-flows", "-m"),
+        ("mod-flow", "-s", UDP_KEY, "2"),
+        ("--help",),
+        ("--version",),
+    ]
+    for args in commands:
+        assert to_dev_full(h, SCRIPT, *args) == (1, "ovsdp-dpctl: " + ENOSPC_LINE), args
+    assert len(dpctl.flows(every=1000)) == 2001  # nothing else went wrong
+
+
+def test_closed_pipe_stays_quiet(h: Harness, dpctl: Dpctl) -> None:
+    """``dump-flows | head -1``: the reader going away ends the program without a word."""
+    dpctl.ok("add-dp", "dp0", "vm1", "vm2")
+    dpctl.ok("add-flows", "-", stdin=_flows(3000))
+    env = dict(os.environ, OVSDP_SOCKET=h.path)
+    proc = subprocess.Popen(
+        [SCRIPT, "dump-flows"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"in_port(1),")
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    proc.stderr.close()
+    assert (proc.wait(30), stderr) == (1, b"")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_monitor_output_error_gives_upcalls_back(h: Harness, dpctl: Dpctl) -> None:
+    dpctl.ok("add-dp", "dp0", "vm1", "vm2")
+    before = dp_attrs(h).get("per_cpu_pids")
+    env = dict(os.environ, OVSDP_SOCKET=h.path)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.Popen(
+            [SCRIPT, "monitor"], stdout=full, stderr=subprocess.PIPE, env=env, text=True
+        )
+    assert proc.stderr is not None
+    try:
+        assert proc.stderr.readline().startswith("ovsdp-dpctl: monitoring system@dp0: ")
+        dpctl.ok("add-if", "dp0", "vm3")  # the event's line cannot be written
+        assert proc.wait(15) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.stderr.read() == "ovsdp-dpctl: " + ENOSPC_LINE
+    proc.stderr.close()
+    assert dp_attrs(h).get("per_cpu_pids") == before  # given back on the way out
+
+
+# -- the program's name -------------------------------------------------------------------------
+
+
+def _python(h: Harness, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OVSDP_SOCKET=h.path)
+    return subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, env=env, timeout=30, check=False
+    )
+
+
+ALIAS = "import sys; sys.argv[0] = 'ovs-dpctl'; from userspace.dpctl import main; sys.exit(main())"
+
+
+@pytest.mark.skipif(not os.path.exists(OVS_SCRIPT), reason="ovs-dpctl not installed")
+def test_installed_as_ovs_dpctl(h: Harness, dpctl: Dpctl) -> None:
+    """Run as ``ovs-dpctl`` (the console script of that name, or any argv[0] of that name),
+    the program says ``ovs-dpctl:`` like the original, so scripts written for it run unchanged;
+    ``python -m`` gives no program name and it says ``ovsdp-dpctl:``."""
+    dpctl.ok("add-dp", "dp0", "vm1", "vm2")
+    dpctl.ok("add-flow", UDP_KEY, "2")
+    env = dict(os.environ, OVSDP_SOCKET=h.path)
+
+    def ovs_script(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [OVS_SCRIPT, *args], capture_output=True, text=True, env=env, timeout=30, check=False
+        )
+
+    exists = "updating flow table (File exists)\n"
+    runs = {
+        "ovs-dpctl": ovs_script("add-flow", UDP_KEY, "2"),
+        "ovs-dpctl (python -c)": _python(h, "-c", ALIAS, "add-flow", UDP_KEY, "2"),
+        "ovsdp-dpctl": script(h, "add-flow", UDP_KEY, "2"),
+        "ovsdp-dpctl (python -m)": _python(h, "-m", "userspace.dpctl", "add-flow", UDP_KEY, "2"),
+    }
+    for how, result in runs.items():
+        prog = how.split()[0]
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", f"{prog}: {exists}")
+    result = ovs_script("dump-flows")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == script(h, "dump-flows").stdout != ""
+    assert ovs_script("--help").stdout.startswith("ovs-dpctl: ovsdp datapath management utility")
+    assert ovs_script("-V").stdout.startswith("ovs-dpctl (ovsdp) ")
+    assert ovs_script("--bogus").stderr == "ovs-dpctl: unrecognized option '--bogus'\n"
+    if os.path.exists("/dev/full"):
+        assert to_dev_full(h, OVS_SCRIPT, "dump-dps") == (1, "ovs-dpctl: " + ENOSPC_LINE)

@@ -28,6 +28,8 @@ from scapy.packet import Raw  # noqa: E402
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "ovsdp-dpctl")
 """The installed console script (``pip install -e .`` puts it next to the interpreter)."""
+OVS_SCRIPT = os.path.join(os.path.dirname(sys.executable), "ovs-dpctl")
+"""The same entry point installed under ovs-dpctl's name (for scripts written for it)."""
 
 MAC = {
     "vm1": "00:15:5d:00:00:01",
@@ -142,6 +144,17 @@ def vlan_frame(vid: int = 10) -> bytes:
 def inject(h: Harness, port: str, frames: Iterable[bytes]) -> None:
     """Frames as if ``port``'s NIC received them, in one batch."""
     h.call(h.switch.receive, h.switch.port(port), list(frames))
+
+
+def check_idle(h: Harness) -> None:
+    """The completion invariant (docs/datapath.md section 5) after injected traffic: every frame
+    completed to the switch, every copy the pipeline made released."""
+
+    def snap() -> tuple[int, int]:
+        return h.switch.outstanding, h.extension.pipeline.outstanding
+
+    switch_outstanding, pipeline_outstanding = h.call(snap)
+    assert (switch_outstanding, pipeline_outstanding) == (0, 0)
 
 
 def take(h: Harness, port: str) -> list[bytes]:

@@ -13,7 +13,7 @@ del-flows) with ovs-dpctl's output formats, and ``monitor`` (port events and upc
 """
 
 from .app import COMMANDS, main, parse_options, run
-from .context import PROG
+from .context import PROG, program_name
 from .flows import format_dpif_flow, format_flow_stats, parse_flow_line
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "main",
     "parse_flow_line",
     "parse_options",
+    "program_name",
     "run",
 ]

@@ -1,10 +1,12 @@
 """The ``ovsdp-dpctl`` program: options (GNU getopt style, anywhere on the line), the command
-table, and the error handling that turns every failure into ``ovsdp-dpctl: what (strerror)``
-on standard error and exit status 1."""
+table, and the error handling that turns every failure into ``PROG: what (strerror)`` on
+standard error and exit status 1 (PROG: the name the program was run by, see
+:func:`.context.program_name`)."""
 
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import sys
 import threading
@@ -18,7 +20,7 @@ from userspace.netlink_socket import ServiceGone
 from userspace.odp import OdpParseError, format_actions, parse_actions
 
 from . import dps, flows, monitor
-from .context import PROG, Abort, Context, Params
+from .context import PROG, Abort, Context, OutputError, Params, program_name
 
 UNLIMITED = 1 << 30
 
@@ -40,7 +42,7 @@ class Command:
 
 def cmd_help(ctx: Context, argv: Sequence[str]) -> int:
     """``help``: the usage text."""
-    ctx.stdout.write(usage())
+    ctx.write(usage(ctx.prog))
     return 0
 
 
@@ -97,10 +99,10 @@ COMMANDS: tuple[Command, ...] = (
 BY_NAME = {c.name: c for c in COMMANDS}
 
 
-def usage() -> str:
+def usage(prog: str = PROG) -> str:
     """The --help text."""
-    return f"""{PROG}: ovsdp datapath management utility (the ovs-dpctl commands)
-usage: {PROG} [OPTIONS] COMMAND [ARG...]
+    return f"""{prog}: ovsdp datapath management utility (the ovs-dpctl commands)
+usage: {prog} [OPTIONS] COMMAND [ARG...]
   add-dp DP [IFACE...]       create datapath DP (and add the IFACEs to it)
   del-dp DP                  delete datapath DP
   add-if DP IFACE...         add each IFACE as a port of DP
@@ -300,57 +302,81 @@ def run(
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    prog: str = PROG,
 ) -> int:
-    """Run ``ovsdp-dpctl`` with ``argv`` (without the program name); the exit status."""
+    """Run the program with ``argv`` (without the program name); the exit status.  ``prog``
+    prefixes its messages."""
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     try:
         opts = parse_options(argv)
     except UsageError as exc:
-        err.write(f"{PROG}: {exc}\n")
+        err.write(f"{prog}: {exc}\n")
         return 1
-    if opts.action == "help":
-        out.write(usage())
-        return 0
-    if opts.action == "version":
-        out.write(f"{PROG} (ovsdp) {_version()}\n")
-        return 0
-    ctx = Context(opts.params, stdin if stdin is not None else sys.stdin, out, err)
+    ctx = Context(opts.params, stdin if stdin is not None else sys.stdin, out, err, prog)
+    try:
+        if opts.action == "help":
+            ctx.write(usage(prog))
+            code = 0
+        elif opts.action == "version":
+            ctx.write(f"{prog} (ovsdp) {_version()}\n")
+            code = 0
+        else:
+            code = _run_command(ctx, opts)
+        ctx.flush()
+    except OutputError as exc:
+        if exc.code != errno.EPIPE:
+            # the reader going away (``| head``) is normal and stays quiet, as with ovs-dpctl;
+            # anything else (a full disk, EIO) is a failure the user has to hear about
+            ctx.error(exc.code, "writing to standard output failed")
+        if out is sys.stdout:
+            _discard_stdout()
+        return 1
+    return 1 if code else 0
+
+
+def _run_command(ctx: Context, opts: Options) -> int:
+    """The command, with every failure turned into an error line; its error code."""
     old_alarm: Any = None
     timed = opts.timeout > 0 and threading.current_thread() is threading.main_thread()
     if timed:
         old_alarm = signal.signal(signal.SIGALRM, _alarm)
         signal.alarm(opts.timeout)
-    code = 0
     try:
-        code = run_command(ctx, opts.operands)
+        return run_command(ctx, opts.operands)
     except Abort as abort:
-        code = abort.code
+        return abort.code
     except ServiceGone as exc:
         ctx.error(0, str(exc))
-        code = errno.ECONNREFUSED
+        return errno.ECONNREFUSED
     except PermissionError as exc:
         ctx.error(exc.errno or errno.EACCES, f"cannot connect to {ctx.socket_path}")
-        code = errno.EACCES
+        return errno.EACCES
     except TimeoutError:
         ctx.error(errno.ETIMEDOUT, f"no answer from the ovsdp service on {ctx.socket_path}")
-        code = errno.ETIMEDOUT
+        return errno.ETIMEDOUT
     except _TimedOut:
         ctx.error(0, f"time limit of {opts.timeout} seconds exceeded")
-        code = errno.ETIMEDOUT
+        return errno.ETIMEDOUT
     except NetlinkError as exc:
         ctx.error(exc.errno, exc.reason)
-        code = exc.errno
+        return exc.errno
     finally:
         if timed:
             signal.alarm(0)
             signal.signal(signal.SIGALRM, old_alarm)
         ctx.close()
+
+
+def _discard_stdout() -> None:
+    """Point file descriptor 1 at /dev/null after a failed write, so that the interpreter's
+    final flush of what is still buffered succeeds instead of printing a second error."""
     try:
-        out.flush()
-    except BrokenPipeError:
-        return 1
-    return 1 if code else 0
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # no descriptor to redirect (a replaced sys.stdout): nothing will be flushed
 
 
 def _version() -> str:
@@ -363,15 +389,17 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ovsdp-dpctl`` console script."""
-    try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except BrokenPipeError:
-        # the reader went away (``| head``): stop quietly, as ovs-dpctl does
-        import os
+    """Entry point of the ``ovsdp-dpctl`` and ``ovs-dpctl`` console scripts.
 
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    Without ``argv`` the command line is ``sys.argv`` and messages carry the name the program
+    was run by, as OVS's tools do; with ``argv`` (a caller's own list) they say ``ovsdp-dpctl``."""
+    try:
+        if argv is None:
+            return run(sys.argv[1:], prog=program_name(sys.argv[0] if sys.argv else ""))
+        return run(argv)
+    except BrokenPipeError:
+        # a closed pipe met outside the guarded writes (standard error): stop quietly
+        _discard_stdout()
         return 1
     except KeyboardInterrupt:
         return 130

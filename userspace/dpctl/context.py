@@ -15,8 +15,32 @@ from userspace.dpif import DP, Dpif
 from userspace.netlink_socket import NetlinkSocket, default_socket_path
 
 PROG = "ovsdp-dpctl"
+"""The program's name when the command line gives no usable one (see :func:`program_name`)."""
 DP_TYPE = "system"
 """The one datapath type ovsdp has: what dpif-netlink calls its kernel datapaths."""
+
+
+def program_name(argv0: str) -> str:
+    """The name errors are prefixed with: the basename of ``argv0``, as OVS's
+    ``set_program_name`` takes it, so that the script installed as ``ovs-dpctl`` says
+    ``ovs-dpctl: ...`` like the original.  Falls back to :data:`PROG` when ``argv0`` names no
+    program: empty, an interpreter flag (``-c``) or a Python file (``python -m`` puts the
+    module's path there, e.g. ``.../__main__.py``)."""
+    base = argv0.rsplit("/", 1)[-1]
+    if not base or base.startswith("-") or base.endswith(".py"):
+        return PROG
+    return base
+
+
+class OutputError(Exception):
+    """Standard output could not be written (``code`` is the errno).
+
+    Deliberately not an OSError: commands catch OSError for their own files and the
+    connection, and must not take a failed write to standard output for one of those."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class Abort(Exception):
@@ -58,8 +82,16 @@ def parse_dp_name(arg: str) -> tuple[str, str]:
 class Context:
     """One run of the program: its options, streams and (lazily) its connection."""
 
-    def __init__(self, params: Params, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> None:
+    def __init__(
+        self,
+        params: Params,
+        stdin: TextIO,
+        stdout: TextIO,
+        stderr: TextIO,
+        prog: str = PROG,
+    ) -> None:
         self.params = params
+        self.prog = prog
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
@@ -70,14 +102,28 @@ class Context:
 
     def print(self, text: str) -> None:
         """One line on standard output."""
-        self.stdout.write(text + "\n")
+        self.write(text + "\n")
+
+    def write(self, text: str) -> None:
+        """Text on standard output; :class:`OutputError` if it cannot be written."""
+        try:
+            self.stdout.write(text)
+        except OSError as exc:
+            raise OutputError(exc.errno or errno.EIO) from None
+
+    def flush(self) -> None:
+        """Push standard output's buffer out; :class:`OutputError` if it cannot be written."""
+        try:
+            self.stdout.flush()
+        except OSError as exc:
+            raise OutputError(exc.errno or errno.EIO) from None
 
     def error(self, code: int, message: str) -> None:
-        """``ovsdp-dpctl: message (strerror)`` on standard error (no parenthesis for code 0)."""
+        """``PROG: message (strerror)`` on standard error (no parenthesis for code 0)."""
         for hook in self.before_error:
             hook()
         suffix = f" ({strerror(code)})" if code else ""
-        self.stderr.write(f"{PROG}: {message}{suffix}\n")
+        self.stderr.write(f"{self.prog}: {message}{suffix}\n")
         self.stderr.flush()
 
     def fail(self, code: int, message: str) -> Abort:

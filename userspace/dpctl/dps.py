@@ -291,6 +291,10 @@ def _add_one(ctx: Context, dpif: Dpif, dp_arg: str, spec: str) -> int:
             ctx.error(0, f'duplicate "{key}" option')
         else:
             args[key] = value
+    if not vtype:
+        # ``type=`` (or a bare ``type``) asks for the default: netdev_open only uses a type that
+        # is not empty, so ovs-dpctl opens a system device
+        vtype = "system"
     if vtype not in TYPE_NAMES:
         ctx.error(errno.EAFNOSUPPORT, f"{name}: failed to open network device")
         return errno.EAFNOSUPPORT

@@ -25,7 +25,7 @@ from userspace.odp import (
     parse_ufid,
 )
 
-from .context import PROG, Context
+from .context import Context
 from .flowfilter import FilterError, parse_filter
 
 # TCP flag letters, in the order OVS prints them (packet_format_tcp_flags).
@@ -385,7 +385,7 @@ def _input_lines(stream: TextIO) -> Iterator[str | None]:
 
 
 class Progress:
-    """``ovsdp-dpctl: add-flows: N lines, N done, N failed`` on a terminal's standard error,
+    """``PROG: add-flows: N lines, N done, N failed`` on a terminal's standard error,
     rewritten in place; shown once a command has handled :data:`PROGRESS_MIN` lines."""
 
     def __init__(self, ctx: Context, command: str) -> None:
@@ -399,7 +399,8 @@ class Progress:
         ctx.before_error.append(self.clear)
 
     def _text(self) -> str:
-        return f"{PROG}: {self.command}: {self.lines} lines, {self.done} done, {self.failed} failed"
+        counts = f"{self.lines} lines, {self.done} done, {self.failed} failed"
+        return f"{self.ctx.prog}: {self.command}: {counts}"
 
     def update(self, final: bool = False) -> None:
         if not self.enabled or (self.lines < PROGRESS_MIN and not self.shown):
@@ -453,7 +454,7 @@ def cmd_process_flows(ctx: Context, argv: Sequence[str]) -> int:
             else:
                 progress.done += 1
         pending.clear()
-        ctx.stdout.flush()
+        ctx.flush()
         progress.update()
 
     line_number = 0

@@ -23,7 +23,7 @@ from userspace.dpif import DP, Dpif, PortEvent, PortMonitor, Upcall
 from userspace.netlink_socket import NetlinkSocket
 from userspace.odp import format_actions, format_key
 
-from .context import PROG, Context, dpif_name
+from .context import Context, dpif_name
 
 
 def format_event(event: PortEvent) -> str:
@@ -117,7 +117,8 @@ def cmd_monitor(ctx: Context, argv: Sequence[str]) -> int:
                 handler = NetlinkSocket(ctx.socket_path)
                 claim = _Claim(dpif, handler.pid)
             what = "port events and upcalls" if handler else "port events"
-            ctx.stderr.write(f"{PROG}: monitoring {dpif_name(dpif)}: {what}; interrupt to stop\n")
+            notice = f"monitoring {dpif_name(dpif)}: {what}; interrupt to stop"
+            ctx.stderr.write(f"{ctx.prog}: {notice}\n")
             ctx.stderr.flush()
             _loop(ctx, dpif, monitor, handler, names)
         except KeyboardInterrupt:
@@ -172,7 +173,7 @@ def _loop(
                 busy = True
                 if upcall.dp_ifindex in (0, dpif.dp_ifindex):
                     ctx.print(format_upcall(upcall, names, verbosity))
-        ctx.stdout.flush()
+        ctx.flush()
         if not busy:
             waiting = [monitor] + ([handler] if handler is not None else [])
             select.select(waiting, [], [], None)
