@@ -139,8 +139,23 @@ def test_empty_dump(c: Client) -> None:
         ({"name": "new", "user_features": UNALIGNED | TC_RECIRC}, errno.EOPNOTSUPP),
         ({"name": "new", "user_features": 1 << 4}, errno.EOPNOTSUPP),
         ({"name": "new", "masks_cache_size": 3}, errno.EINVAL),
-        ({"name": "new", "masks_cache_size": 65536 * 2}, errno.EINVAL),
-        ({"name": "new", "masks_cache_size": 65537}, errno.EINVAL),
+        ({"name": "new", "masks_cache_size": 4095}, errno.EINVAL),
+        ({"name": "new", "masks_cache_size": 8192}, errno.ERANGE),  # past the kernel's 4096
+        ({"name": "new", "masks_cache_size": 4097}, errno.ERANGE),
+        # the kernel's order: the attribute policy, the features, the masks cache, the name
+        ({"name": "new", "masks_cache_size": 8192, "user_features": BIT31}, errno.ERANGE),
+        ({"name": "new", "masks_cache_size": 3, "user_features": BIT31}, errno.EOPNOTSUPP),
+        ({"name": "dp1", "masks_cache_size": 3}, errno.EINVAL),
+        ({"name": "dp1", "masks_cache_size": 8192}, errno.ERANGE),
+        ({"name": ""}, errno.EINVAL),  # the local port's net device needs a valid name
+        ({"name": "."}, errno.EINVAL),
+        ({"name": ".."}, errno.EINVAL),
+        ({"name": "a/b"}, errno.EINVAL),
+        ({"name": "a:b"}, errno.EINVAL),
+        ({"name": "a b"}, errno.EINVAL),
+        ({"name": "tab\t"}, errno.EINVAL),
+        ({"name": "\u00e0"}, errno.EINVAL),  # UTF-8 c3 a0: 0xa0 is white space to the kernel
+        ({"name": "", "user_features": BIT31}, errno.EOPNOTSUPP),
     ],
 )
 def test_new_errors_create_nothing(c: Client, attrs: dict[str, object], code: int) -> None:
@@ -164,6 +179,13 @@ def test_new_name_longer_than_15_is_erange(c: Client) -> None:
     expect_errno(errno.ERANGE, c.dp_new, "a" * 16)
 
 
+def test_names_the_kernel_accepts(c: Client) -> None:
+    accepted = ["a", "x" * 15, "ovs-system", "dp_1.2@x+y", "\u00e9t\u00e9"]
+    for name in accepted:
+        assert new_dp(c, name).attrs["name"] == name
+    assert names(c.dp_dump()) == accepted
+
+
 def test_an_old_client_creating_an_existing_datapath_clears_its_features(c: Client) -> None:
     new_dp(c, "dp1", user_features=UNALIGNED | VPORT_PIDS)
     # a current client (version 2) gets EEXIST and changes nothing
@@ -184,6 +206,25 @@ def test_new_with_per_cpu_pids(c: Client) -> None:
     # without DISPATCH_UPCALL_PER_CPU the PIDs are not reported
     other = new_dp(c, "dp2", user_features=UNALIGNED, per_cpu_pids=[1])
     assert "per_cpu_pids" not in other.attrs
+
+
+def test_per_cpu_pids_are_ignored_without_per_cpu_dispatch(h: Harness, c: Client) -> None:
+    """As ovs_dp_change: PER_CPU_PIDS is taken only when the request's features have
+    DISPATCH_UPCALL_PER_CPU; otherwise it is ignored and the PIDs held are kept."""
+    new_dp(c, "dp2", user_features=UNALIGNED, per_cpu_pids=[1, 2])
+    assert h.datapath("dp2").per_cpu_pids == ()  # not stored by NEW
+    reply = c.dp_set("dp2", user_features=UNALIGNED | PER_CPU)
+    assert reply is not None and tuple(reply.attrs.get("per_cpu_pids", ())) == ()
+    c.dp_set("dp2", user_features=PER_CPU, per_cpu_pids=[7, 8])
+    # per-CPU dispatch turned off: the PIDs sent with it are ignored, the held ones kept
+    reply = c.dp_set("dp2", user_features=VPORT_PIDS, per_cpu_pids=[9])
+    assert reply is not None and "per_cpu_pids" not in reply.attrs
+    assert h.datapath("dp2").per_cpu_pids == (7, 8)
+    c.dp_set("dp2", user_features=UNALIGNED, per_cpu_pids=[10])
+    assert h.datapath("dp2").per_cpu_pids == (7, 8)
+    # and back on without PIDs: the held ones are in force again (the kernel keeps them too)
+    reply = c.dp_set("dp2", user_features=PER_CPU)
+    assert reply is not None and tuple(reply.attrs["per_cpu_pids"]) == (7, 8)
 
 
 # -- the local port ------------------------------------------------------------------------
@@ -323,7 +364,7 @@ def test_feature_negotiation_when_opening(c: Client) -> None:
     assert reply is not None and reply.attrs["user_features"] == 0
 
 
-@pytest.mark.parametrize("size", [0, 1, 2, 64, 1024, 65536])
+@pytest.mark.parametrize("size", [0, 1, 2, 64, 1024, 4096])
 def test_masks_cache_size_accepted(c: Client, size: int) -> None:
     new_dp(c, "dp1")
     reply = c.dp_set("dp1", masks_cache_size=size)
@@ -334,12 +375,39 @@ def test_masks_cache_size_accepted(c: Client, size: int) -> None:
     assert reply is not None and reply.attrs["masks_cache_size"] == size
 
 
-@pytest.mark.parametrize("size", [3, 100, 65535, 65537, 131072, 1 << 31])
-def test_masks_cache_size_refused_and_nothing_changes(c: Client, size: int) -> None:
+@pytest.mark.parametrize(
+    ("size", "code"),
+    [
+        # 0..4096 (the kernel's policy: PCPU_MIN_UNIT_SIZE / 8-byte entries), else ERANGE;
+        # within it, not a power of two: EINVAL (the kernel's resize)
+        (3, errno.EINVAL),
+        (100, errno.EINVAL),
+        (4095, errno.EINVAL),
+        (4097, errno.ERANGE),
+        (8192, errno.ERANGE),
+        (65536, errno.ERANGE),
+        (65537, errno.ERANGE),
+        (1 << 31, errno.ERANGE),
+    ],
+)
+def test_masks_cache_size_refused_and_nothing_changes(c: Client, size: int, code: int) -> None:
     new_dp(c, "dp1", user_features=UNALIGNED, masks_cache_size=16)
-    expect_errno(errno.EINVAL, c.dp_set, "dp1", masks_cache_size=size, user_features=VPORT_PIDS)
+    expect_errno(code, c.dp_set, "dp1", masks_cache_size=size, user_features=VPORT_PIDS)
     after = c.dp_get("dp1").attrs
     assert (after["masks_cache_size"], after["user_features"]) == (16, UNALIGNED)
+
+
+def test_masks_cache_size_out_of_range_is_erange_for_every_command(c: Client) -> None:
+    """The kernel checks the attribute against the family's policy before any handler: an
+    out-of-range size fails GET and DEL too (and before the features in SET)."""
+    new_dp(c, "dp1", user_features=UNALIGNED)
+    before = content(c.dp_dump())
+    for cmd in (DpCmd.GET, DpCmd.DEL):
+        request = {"name": "dp1", "masks_cache_size": 5000}
+        expect_errno(errno.ERANGE, c.transact, DP, cmd, request)
+    expect_errno(errno.ERANGE, c.dp_set, "dp1", masks_cache_size=5000, user_features=BIT31)
+    expect_errno(errno.EOPNOTSUPP, c.dp_set, "dp1", masks_cache_size=3, user_features=BIT31)
+    assert content(c.dp_dump()) == before
 
 
 # -- multicast to the ovs_datapath group -----------------------------------------------------

@@ -133,6 +133,21 @@ def test_switch_deletes_a_bound_port_the_vport_stays_absent(h: Harness, c: Clien
     assert tables["n_switch_backed"] == 1 and "vm1" not in tables["by_name"]
 
 
+def test_userspace_tells_an_absent_vport_through_the_switch(c: Client, dp: int) -> None:
+    """ovs_vport shows an ABSENT vport as it was (so dpif-netlink keeps it); the switch's
+    GET_PORT of its name says whether it is bound (docs/vswitch.md section 4)."""
+    add(c, dp, "vm1")
+    add(c, dp, "vm2")
+    bound = c.show("vm1")
+    assert (bound["datapath"], bound["port_no"]) == ("dp1", 1)  # bound: names this vport
+    c.del_port("vm1")
+    expect_errno(errno.ENODEV, c.show, "vm1")  # absent: no switch port of that name
+    c.set_port("vm2", new_name="web")
+    expect_errno(errno.ENODEV, c.show, "vm2")  # renamed away: the same
+    assert "datapath" not in c.show("web")
+    assert [c.vport_get(dp, n).attrs["port_no"] for n in ("vm1", "vm2")] == [1, 2]
+
+
 def test_a_port_with_that_name_comes_back_and_binds_in_place(
     h: Harness, c: Client, dp: int
 ) -> None:
@@ -168,36 +183,102 @@ def test_a_connected_port_coming_back_gives_one_new(h: Harness, c: Client, dp: i
     assert h.binding("ext") == ("dp1", 1)
 
 
-def test_an_incompatible_port_with_that_name_stays_unbound(h: Harness, c: Client, dp: int) -> None:
+def test_an_incompatible_port_with_that_name_is_vetoed_until_the_vport_goes(
+    h: Harness, c: Client, dp: int
+) -> None:
+    """Windows refused a port coming back with another type; so does ovsdp, with the reason,
+    instead of announcing a port no datapath could add while the ABSENT vport holds its name."""
     add(c, dp, "host", INTERNAL)
     c.del_port("host")
     sub = h.subscriber()
-    c.add_port("host", PortType.VM_SYNTHETIC)  # a VM port where the host vNIC was
-    events = sub.events()
-    assert summary(events) == [("NEW", "host", OVSP_NONE)]  # the appearance event
-    assert events[0].attrs["type"] == NETDEV
-    assert h.binding("host") is None
-    assert h.tables("dp1")["states"]["host"] == "absent"
-    assert c.vport_get(dp, "host").attrs["type"] == INTERNAL
-    # userspace decides: it deletes the absent vport and adds the new port as a netdev
+    before = (c.ports(), c.vport_get(dp, "host").attrs, h.tables("dp1"))
+    error = expect_errno(errno.EEXIST, c.add_port, "host", PortType.VM_SYNTHETIC)
+    assert "dp1" in error.reason and "internal" in error.reason
+    expect_errno(errno.EEXIST, c.add_port, "host", PortType.EXTERNAL)
+    expect_errno(errno.EEXIST, c.set_port, "vm1", new_name="host")  # a rename, the same
+    assert (c.ports(), c.vport_get(dp, "host").attrs, h.tables("dp1")) == before
+    assert sub.events() == []
+    # userspace deletes the absent vport: the name is free, the port is created and announced
     c.vport_del(dp, "host")
+    assert summary(sub.events()) == [("DEL", "host", 1)]
+    c.add_port("host", PortType.VM_SYNTHETIC)
+    events = sub.events()
+    assert summary(events) == [("NEW", "host", OVSP_NONE)]
+    assert events[0].attrs["type"] == NETDEV
+    # and the add the announcement invites succeeds
     assert add(c, dp, "host", NETDEV)["port_no"] == 1
     assert h.binding("host") == ("dp1", 1)
 
 
-def test_an_incompatible_port_is_announced_to_the_other_datapaths_too(
+def test_the_announcement_after_a_type_change_reaches_every_datapath(
     h: Harness, c: Client, dp: int
 ) -> None:
     two = c.dp_new("dp2")
     assert two is not None
     add(c, dp, "vm1")
     c.del_port("vm1")
+    expect_errno(errno.EEXIST, c.add_port, "vm1", PortType.INTERNAL)
+    c.vport_del(dp, "vm1")
     sub = h.subscriber()
     c.add_port("vm1", PortType.INTERNAL)
     events = sub.events()
     assert sorted(m.dp_ifindex for m in events) == sorted([dp, two.dp_ifindex])
     assert summary(events) == [("NEW", "vm1", OVSP_NONE)] * 2
-    assert h.binding("vm1") is None
+    assert {m.attrs["type"] for m in events} == {INTERNAL}
+    # any datapath can take it
+    assert add(c, two.dp_ifindex, "vm1", INTERNAL)["port_no"] == 1
+    assert h.binding("vm1") == ("dp2", 1)
+
+
+def test_a_compatible_port_is_never_vetoed(h: Harness, c: Client, dp: int) -> None:
+    add(c, dp, "vm1")
+    c.del_port("vm1")
+    c.add_port("vm1", PortType.EXTERNAL)  # still a netdev: bound again in place
+    assert h.binding("vm1") == ("dp1", 1)
+    add(c, dp, "vm2")
+    c.del_port("vm2")
+    c.set_port("vm3", new_name="vm2")  # a rename onto the absent vport binds it
+    assert h.binding("vm2") == ("dp1", 2)
+
+
+# -- names are one namespace: the switch's side --------------------------------------------
+
+
+def test_the_extension_vetoes_a_switch_port_named_like_a_datapath_or_tunnel(
+    h: Harness, c: Client, dp: int
+) -> None:
+    """As a Hyper-V extension fails OID_SWITCH_PORT_CREATE/UPDATED: EEXIST with the reason,
+    nothing changes (no port, no ifindex, no MAC used up, no event), the NIC untouched."""
+    add(c, dp, "vx0", VXLAN)
+    sub = h.subscriber()
+    before = (c.ports(), c.vport_dump(dp), h.tables("dp1"))
+    for name, port_type in (
+        ("dp1", PortType.VM_SYNTHETIC),
+        ("dp1", PortType.INTERNAL),  # the local port is internal: still the datapath's name
+        ("vx0", PortType.VM_SYNTHETIC),
+        ("vx0", PortType.EXTERNAL),
+    ):
+        error = expect_errno(errno.EEXIST, c.add_port, name, port_type)
+        assert name in error.reason
+    error = expect_errno(errno.EEXIST, c.set_port, "vm1", new_name="dp1")
+    assert "datapath" in error.reason
+    expect_errno(errno.EEXIST, c.set_port, "vm1", new_name="vx0", mtu=9000, mac=bytes(5) + b"\2")
+    after = (c.ports(), c.vport_dump(dp), h.tables("dp1"))
+    assert (after[0], [m.attrs for m in after[1]], after[2]) == (
+        before[0],
+        [m.attrs for m in before[1]],
+        before[2],
+    )
+    assert sub.events() == []
+    # nothing was used up: the next port gets the next id, ifindex and default MAC
+    port = c.add_port("vm4")
+    assert (port["port_id"], port["ifindex"]) == (6, dp + 1)
+    assert port["mac"] == bytes.fromhex("00155d000004")
+    # a name freed on the datapath side is free for the switch
+    c.vport_del(dp, "vx0")
+    c.dp_del("dp1")
+    assert c.add_port("dp1")["name"] == "dp1"
+    assert c.set_port("vm1", new_name="vx0")["name"] == "vx0"
 
 
 # -- the switch renames a port -----------------------------------------------------------------

@@ -115,6 +115,9 @@ def test_mac_and_mtu_changes_give_set(c: Client, dp: int, sub: Client) -> None:
     got = events(sub, dp)
     assert summary(got) == [("SET", "vm1", 1)] * 3
     assert all(m.attrs == attrs for m in got)
+    # the event says which port changed; the switch's GET_PORT says to what (docs/vswitch.md 5)
+    port = c.show("vm1")
+    assert (port["mtu"], port["mac"], port["port_no"]) == (1400, bytes.fromhex("02aabbccddef"), 1)
     # while the link is down too: the change is still reported
     c.link("vm1", False)
     c.set_port("vm1", mtu=1500)

@@ -181,6 +181,68 @@ def test_vxlan_ports_live_in_the_tunnel_table(h: Harness, c: Client, dp: int) ->
     assert add(c, dp, "vx3", VXLAN).attrs == {**plain.attrs, "name": "vx3", "upcall_pid": (0,)}
 
 
+def test_one_vxlan_port_per_udp_port_across_datapaths(h: Harness, c: Client, dp: int) -> None:
+    """The switch has one VTEP, so a UDP port can feed one tunnel vport: a second one in any
+    datapath is EEXIST (as Linux refuses a second vxlan device on the same port) and changes
+    nothing."""
+    two = c.dp_new("dp2")
+    assert two is not None
+    dp2 = two.dp_ifindex
+    first = add(c, dp, "vx1", VXLAN)  # 4789, the default
+    add(c, dp, "vx2", VXLAN, options={"dst_port": 8472})
+    add(c, dp2, "vm1")
+    before = (content(c.vport_dump(dp)), content(c.vport_dump(dp2)))
+    tables = (h.tables("dp1"), h.tables("dp2"))
+    sub = h.subscriber()
+    for options in (None, {"dst_port": 4789}, {"dst_port": 8472}):
+        extra = {} if options is None else {"options": options}
+        error = expect_errno(errno.EEXIST, c.vport_new, dp2, "vx9", VXLAN, **extra)
+        assert "dp1" in error.reason and "VTEP" in error.reason
+        expect_errno(errno.EEXIST, c.vport_new, dp, "vx9", VXLAN, **extra)  # same datapath
+    assert (content(c.vport_dump(dp)), content(c.vport_dump(dp2))) == before
+    assert (h.tables("dp1"), h.tables("dp2")) == tables
+    assert sub.events() == []
+    # another UDP port is free; the port number the refusals did not use is the next one
+    assert add(c, dp2, "vx9", VXLAN, options={"dst_port": 4790}).attrs["port_no"] == 2
+    # freed by deleting the vport, or its datapath
+    c.vport_del(dp, "vx1")
+    assert add(c, dp2, "vx3", VXLAN).attrs["options"] == first.attrs["options"]
+    c.dp_del("dp1")
+    assert add(c, dp2, "vx4", VXLAN, options={"dst_port": 8472}).attrs["port_no"] == 4
+    assert h.tables("dp2")["by_tunnel"] == {
+        (VXLAN, 4790): "vx9",
+        (VXLAN, 4789): "vx3",
+        (VXLAN, 8472): "vx4",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "vport_type", "code"),
+    [
+        # a tunnel vport is a net device on Linux: its name must be a valid one (EINVAL)
+        ("", VXLAN, errno.EINVAL),
+        (".", VXLAN, errno.EINVAL),
+        ("..", VXLAN, errno.EINVAL),
+        ("vx/1", VXLAN, errno.EINVAL),
+        ("vx:1", VXLAN, errno.EINVAL),
+        ("vx 1", VXLAN, errno.EINVAL),
+        ("vx\n", VXLAN, errno.EINVAL),
+        # a switch-backed vport names a switch port, which never has such a name (as a Linux
+        # netdev vport names an existing device: ENODEV)
+        ("", NETDEV, errno.ENODEV),
+        ("", INTERNAL, errno.ENODEV),
+        ("vm 1", NETDEV, errno.ENODEV),
+    ],
+)
+def test_invalid_vport_names_change_nothing(
+    h: Harness, c: Client, dp: int, name: str, vport_type: int, code: int
+) -> None:
+    before = (content(c.vport_dump(dp)), h.tables("dp1"), c.ports())
+    expect_errno(code, c.vport_new, dp, name, vport_type)
+    assert (content(c.vport_dump(dp)), h.tables("dp1"), c.ports()) == before
+    assert add(c, dp, "vx", VXLAN).attrs["port_no"] == 1
+
+
 @pytest.mark.parametrize(
     ("vport_type", "options", "code"),
     [

@@ -40,6 +40,7 @@ from datapath_support import (
 from pseudodev_support import socket_path
 
 from ovsdp import cli
+from ovsdp.netlink.constants import VportType
 from ovsdp.vswitch.switch import format_mac
 
 
@@ -200,6 +201,8 @@ def test_errors_print_the_reason_and_strerror_and_change_nothing(h: Harness) -> 
         (("link", "nope", "down"), "link", errno.ENODEV),
         (("set", "vm1", "mtu=67"), "set", errno.ERANGE),
         (("set", "vm1", "mtu=65536"), "set", errno.ERANGE),
+        (("set", "vm1", "mtu=-5"), "set", errno.ERANGE),  # the attribute cannot even carry it
+        (("add-port", "new", "--type", "vm", "--mtu", "-1"), "add-port", errno.ERANGE),
         (("set", "vm1", "mac=ff:ff:ff:ff:ff:ff"), "set", errno.EINVAL),
         (("set", "vm1", "name=vm2"), "set", errno.EEXIST),
         (("set", "vm1", "name=bad!"), "set", errno.EINVAL),
@@ -215,6 +218,62 @@ def test_errors_print_the_reason_and_strerror_and_change_nothing(h: Harness) -> 
     check_failure(first, "add-port", errno.EEXIST)
     check_failure(last, "set", errno.ENODEV)
     assert c.ports() == before
+
+
+def test_out_of_range_mtus_are_one_error_whatever_the_value(h: Harness) -> None:
+    """Negative (which the u32 attribute cannot carry) or too big: the switch's ERANGE and
+    message either way, from the real command too."""
+    c = h.client()
+    before = c.ports()
+    for value in ("-5", "0", "67", "65536", "70000", str(1 << 40)):
+        result = vswitch_main(h.path, "set", "vm1", f"mtu={value}")
+        check_failure(result, "set", errno.ERANGE)
+        assert f"MTU {value} is outside 68..65535" in result.stderr
+    negative, big = cli_many(h.path, [("set", "vm1", "mtu=-5"), ("set", "vm1", "mtu=70000")])
+    for result, value in ((negative, "-5"), (big, "70000")):
+        check_failure(result, "set", errno.ERANGE)
+        assert f"MTU {value} is outside 68..65535" in result.stderr
+    assert c.ports() == before
+
+
+def test_a_port_named_like_a_datapath_or_tunnel_is_refused_by_the_extension(h: Harness) -> None:
+    """The extension's veto (docs/vswitch.md section 1) in the CLI's error form."""
+    c = h.client()
+    dp = c.dp_new("dp1")
+    assert dp is not None
+    c.vport_new(dp.dp_ifindex, "vx0", int(VportType.VXLAN))
+    before = c.ports()
+    add_dp, add_vx, rename = cli_many(
+        h.path,
+        [
+            ("add-port", "dp1", "--type", "vm"),
+            ("add-port", "vx0", "--type", "internal"),
+            ("set", "vm1", "mtu=9000", "name=dp1"),
+        ],
+    )
+    check_failure(add_dp, "add-port", errno.EEXIST)
+    assert "dp1 is the name of a datapath" in add_dp.stderr
+    check_failure(add_vx, "add-port", errno.EEXIST)
+    assert "vx0 is the name of vxlan port 1 of datapath dp1" in add_vx.stderr
+    check_failure(rename, "set", errno.EEXIST)
+    assert c.ports() == before  # not even the MTU changed
+
+
+def test_list_widens_the_name_column_for_long_names(h: Harness) -> None:
+    long = "a-port-with-a-name-of-thirty-two"
+    h.client().add_port(long)
+    lines = vswitch_main(h.path, "list").stdout.splitlines()
+    width = len(long)
+    assert lines[0].startswith("NAME".ljust(width) + " TYPE")
+    # every column starts at the same place on every line
+    starts = {line[width + 1 :].split()[0] for line in lines[1:]}
+    assert starts == {"vm", "external", "internal"}
+    assert {line.index(" ", width) for line in lines} == {width}
+    assert list_rows("\n".join(lines))[long][:2] == [long, "vm"]
+    shown = vswitch_main(h.path, "show", long).stdout.splitlines()
+    assert shown[0].startswith("NAME".ljust(width) + " TYPE")
+    # short names only: the usual 16 characters
+    assert vswitch_main(h.path, "show", "vm1").stdout.startswith("NAME".ljust(16) + " TYPE")
 
 
 def test_usage_errors_exit_1(h: Harness) -> None:
@@ -384,6 +443,12 @@ BAD_CONFIGS = [
     ('[[port]]\nname = "a"\nmtu = 10\n', "port a: MTU 10 is outside 68..65535"),
     ('[[port]]\nname = "a b"\n', "port a b: port name 'a b' has characters"),
     ('[[port]]\nname = "a"\nmac = "01:00:00:00:00:01"\n', "port a: '01:00:00:00:00:01' is not a"),
+    # TOML has booleans and strings: "no" is not false, 5 is not a name
+    ('[[port]]\nname = "a"\nconnected = "no"\n', "port #1: connected must be true or false"),
+    ('[[port]]\nname = "a"\nconnected = 0\n', "port #1: connected must be true or false"),
+    ("[[port]]\nname = 5\n", "port #1: name must be a string"),
+    ("[[port]]\nname = true\n", "port #1: name must be a string"),
+    ('[[port]]\nname = "a"\nmtu = true\n', "port #1: mtu must be a number"),
 ]
 
 

@@ -40,7 +40,7 @@ from ovsdp.vswitch.family import (
     TunnelCmd,
     VSwitchCmd,
 )
-from ovsdp.vswitch.switch import PortType, check_name, format_mac, parse_mac
+from ovsdp.vswitch.switch import PortType, check_mtu, check_name, format_mac, parse_mac
 
 from .netlink_socket import NetlinkSocket, ServiceGone
 
@@ -108,10 +108,7 @@ def _set_changes(items: list[str]) -> dict[str, Any]:
         if not sep:
             raise UsageError(f"{item!r} is not KEY=VALUE")
         if key == "mtu":
-            try:
-                out["mtu"] = int(value)
-            except ValueError:
-                raise UsageError(f"mtu {value!r} is not a number") from None
+            out["mtu"] = _mtu(value)
         elif key == "mac":
             out["mac"] = parse_mac(value)
         elif key == "name":
@@ -122,6 +119,17 @@ def _set_changes(items: list[str]) -> dict[str, Any]:
         else:
             raise UsageError(f"cannot set {key!r} (mtu, mac, name)")  # (and ipv4, set-vtep's)
     return out
+
+
+def _mtu(value: str | int) -> int:
+    """An MTU from the command line, refused as the switch would refuse it (ERANGE with the
+    switch's own message) even where the attribute could not carry it (a negative one)."""
+    try:
+        mtu = int(value)
+    except ValueError:
+        raise UsageError(f"mtu {value!r} is not a number") from None
+    check_mtu(mtu)
+    return mtu
 
 
 def _vtep_attrs(text: str) -> dict[str, Any]:
@@ -181,17 +189,30 @@ def _frame(text: str) -> bytes:
         raise UsageError(f"{text[:40]!r} is not a frame in hex") from None
 
 
-def _row(attrs: dict[str, Any]) -> str:
+NAME_WIDTH = 16  # the name column's least width; longer names widen it
+
+
+def _row(attrs: dict[str, Any], width: int = NAME_WIDTH) -> str:
     nic = "connected" if attrs.get("connected") else "disconnected"
     link = "up" if attrs.get("link_up") else "down"
     where = f"{attrs['datapath']}:{attrs['port_no']}" if "datapath" in attrs else "-"
     return (
-        f"{attrs['name']:<16} {PortType(attrs['port_type']).label:<11} {attrs['port_id']:>4} "
-        f"{format_mac(attrs['mac'])} {attrs['mtu']:>5} {nic:<12} {link:<4} {where}"
+        f"{attrs['name']:<{width}} {PortType(attrs['port_type']).label:<11} "
+        f"{attrs['port_id']:>4} {format_mac(attrs['mac'])} {attrs['mtu']:>5} {nic:<12} {link:<4} "
+        f"{where}"
     )
 
 
-HEADER = f"{'NAME':<16} {'TYPE':<11} {'ID':>4} {'MAC':<17} {'MTU':>5} {'NIC':<12} LINK DATAPATH"
+def _header(width: int = NAME_WIDTH) -> str:
+    return (
+        f"{'NAME':<{width}} {'TYPE':<11} {'ID':>4} {'MAC':<17} {'MTU':>5} {'NIC':<12} LINK DATAPATH"
+    )
+
+
+def _table(ports: list[dict[str, Any]]) -> list[str]:
+    """The header and one row per port, the name column as wide as the longest name."""
+    width = max([NAME_WIDTH, *(len(p["name"]) for p in ports)])
+    return [_header(width), *(_row(p, width) for p in ports)]
 
 
 def _execute(sock: NetlinkSocket, args: argparse.Namespace) -> list[str]:
@@ -204,14 +225,14 @@ def _execute(sock: NetlinkSocket, args: argparse.Namespace) -> list[str]:
         return reply
 
     if cmd == "list":
-        return [HEADER] + [_row(m.attrs) for m in sock.dump(VSWITCH_FAMILY, VSwitchCmd.GET_PORT)]
+        return _table([m.attrs for m in sock.dump(VSWITCH_FAMILY, VSwitchCmd.GET_PORT)])
     if cmd == "show":
-        return [HEADER, _row(call(VSwitchCmd.GET_PORT, {"name": args.name}))]
+        return _table([call(VSwitchCmd.GET_PORT, {"name": args.name})])
     if cmd == "add-port":
         attrs: dict[str, Any] = {
             "name": args.name,
             "port_type": int(PortType.parse(args.type)),
-            "mtu": args.mtu,
+            "mtu": _mtu(args.mtu),
             "connected": int(not args.disconnected),
         }
         if args.mac:

@@ -12,7 +12,9 @@ from ..ports.table import VportTable
 from ..ports.vport import Vport
 
 MASKS_CACHE_DEFAULT = 256
-MASKS_CACHE_MAX = 1 << 16
+MASKS_CACHE_MAX = 4096
+"""The kernel's bound: one CPU's share of the cache fits the smallest per-CPU allocation unit
+(PCPU_MIN_UNIT_SIZE, 32 KiB) at 8 bytes an entry."""
 
 SUPPORTED_FEATURES = DpFeature.UNALIGNED | DpFeature.VPORT_PIDS | DpFeature.DISPATCH_UPCALL_PER_CPU
 """TC_RECIRC_SHARING needs tc offload, which ovsdp does not have: EOPNOTSUPP, as on a kernel
@@ -40,10 +42,32 @@ def check_features(features: int) -> None:
         )
 
 
+def check_masks_cache_range(size: int) -> None:
+    """At most MASKS_CACHE_MAX, else ERANGE: the kernel's attribute policy, checked before the
+    request is handled at all (so before the features)."""
+    if size > MASKS_CACHE_MAX:
+        raise NetlinkError(errno.ERANGE, f"masks cache size {size} is outside 0..{MASKS_CACHE_MAX}")
+
+
 def check_masks_cache_size(size: int) -> None:
-    """0 (off) or a power of two up to 65536, as the kernel's range check allows."""
-    if size and (size & (size - 1) or size > MASKS_CACHE_MAX):
-        raise einval(f"masks cache size {size} is not 0 or a power of two up to {MASKS_CACHE_MAX}")
+    """0 (off) or a power of two, else EINVAL (the kernel's resize); the range is checked first."""
+    check_masks_cache_range(size)
+    if size & (size - 1):
+        raise einval(f"masks cache size {size} is not 0 or a power of two")
+
+
+_NOT_IN_IFNAME = b"/: \t\n\v\f\r\xa0"
+
+
+def check_ifname(name: str, what: str) -> None:
+    """A name the kernel would give a net device it creates (a datapath's local port, a tunnel
+    vport): not empty, not ``.`` or ``..``, no ``/``, ``:`` or white space, else EINVAL.  (The
+    15-byte limit is the codec's: ERANGE.)"""
+    if not name:
+        raise einval(f"{what} needs a name")
+    # the kernel's isspace() is Latin-1's: 0xa0 (a byte of many UTF-8 characters) counts too
+    if name in (".", "..") or any(b in _NOT_IN_IFNAME for b in name.encode()):
+        raise einval(f"{what} name {name!r} is not a valid interface name")
 
 
 @dataclass(eq=False)

@@ -13,7 +13,13 @@ from ..netlink.message import GenlMessage, encode_genl
 from ..netlink.structs import OvsDpMegaflowStats, OvsDpStats
 from ..pseudodev.device import Device, Request
 from ..pseudodev.registry import Command, Family, Reply
-from .datapath import Datapath, check_features
+from .datapath import (
+    Datapath,
+    check_features,
+    check_ifname,
+    check_masks_cache_range,
+    check_masks_cache_size,
+)
 from .extension import OvsExtension
 
 
@@ -68,8 +74,17 @@ class DatapathFamily:
             family.group_ids[OVS_DATAPATH_MCGROUP], encode_genl(msg, family.genl), exclude
         )
 
+    @staticmethod
+    def _check_policy(request: Request) -> None:
+        # The kernel validates attributes against the family's policy before any handler runs:
+        # an out-of-range MASKS_CACHE_SIZE is ERANGE for every command, before anything else.
+        size = request.attrs.get("masks_cache_size")
+        if size is not None:
+            check_masks_cache_range(size)
+
     def _lookup(self, request: Request) -> Datapath:
         # The name, when given, wins over dp_ifindex (the kernel's lookup_datapath).
+        self._check_policy(request)
         name = request.attrs.get("name")
         if name is not None:
             return self.extension.datapath(name)
@@ -78,8 +93,14 @@ class DatapathFamily:
     def new(self, request: Request) -> list[GenlMessage]:
         attrs = request.attrs
         name = attrs["name"]
-        # the kernel applies the features before it creates the local port: EOPNOTSUPP wins
+        self._check_policy(request)
+        # The kernel applies the features and the masks cache size (ovs_dp_change) before it
+        # creates the local port, whose name must be a valid net device name: EOPNOTSUPP, then
+        # EINVAL, win over EEXIST.
         check_features(attrs.get("user_features", 0))
+        if "masks_cache_size" in attrs:
+            check_masks_cache_size(attrs["masks_cache_size"])
+        check_ifname(name, "a datapath")
         existing = self.extension.datapaths.get(name)
         if existing is not None:
             if request.msg.version < OVS_DP_VER_FEATURES:

@@ -14,8 +14,14 @@ ovsdp does better) is in docs/vswitch.md:
   Windows answered EINVAL);
 * the switch deletes (or renames) a bound port: the vport stays, ABSENT, with its number and name,
   and a DEL event goes out; when a port with that name comes back with a compatible type it is
-  bound again in place (NEW event on connect); an incompatible one stays unbound;
+  bound again in place (NEW event on connect);
 * userspace deletes a vport: the switch port stays and can be added again.
+
+Names are one namespace, as net device names are on Linux.  Like ovsext failing an
+OID_SWITCH_PORT_CREATE or OID_SWITCH_PORT_UPDATED, the extension vetoes (EEXIST, with the
+reason) a switch port created or renamed to the name of a datapath, of a tunnel vport, or of an
+ABSENT vport it could not bind to (an incompatible type: Windows refused those too); so every
+port the switch announces (port_no 65535) can be added.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from ..netlink.constants import DP_MAX_PORTS, OVS_VXLAN_DEFAULT_PORT, VportCmd, 
 from ..netlink.errors import NetlinkError, einval
 from ..ports.vport import SWITCH_TYPES, Vport, VportState
 from ..vswitch.switch import Packet, PortType, SwitchPort, VSwitch
-from .datapath import Datapath, check_features, check_masks_cache_size
+from .datapath import Datapath, check_features, check_ifname, check_masks_cache_size
 
 OVSP_NONE = 0xFFFF  # port number in an event about a switch port no datapath holds
 
@@ -43,9 +49,18 @@ class PortEvents(Protocol):
         """A switch port named like no vport of ``dp`` appeared (NEW, port_no 65535)."""
 
 
+def vport_type_for_type(port_type: PortType) -> VportType:
+    """The vport type a switch port type binds as: the host vNIC is internal, the rest netdev."""
+    return VportType.INTERNAL if port_type is PortType.INTERNAL else VportType.NETDEV
+
+
 def vport_type_for(port: SwitchPort) -> VportType:
-    """The vport type a switch port binds as: the host vNIC is internal, the rest netdev."""
-    return VportType.INTERNAL if port.type is PortType.INTERNAL else VportType.NETDEV
+    """The vport type a switch port binds as (:func:`vport_type_for_type`)."""
+    return vport_type_for_type(port.type)
+
+
+def _binds_as(vport_type: VportType) -> str:
+    return "internal (host vNIC)" if vport_type is VportType.INTERNAL else "VM or external"
 
 
 class OvsExtension:
@@ -90,6 +105,7 @@ class OvsExtension:
         check_features(features)
         if masks_cache_size is not None:
             check_masks_cache_size(masks_cache_size)
+        check_ifname(name, "a datapath")  # its local port is a net device on Linux
         if name in self.datapaths:
             raise NetlinkError(errno.EEXIST, f"datapath {name} exists")
         self._check_name_free(name)
@@ -98,7 +114,8 @@ class OvsExtension:
         dp = Datapath(name, self.switch.allocate_ifindex(), upcall_pid, features)
         if masks_cache_size is not None:
             dp.set_masks_cache_size(masks_cache_size)
-        if per_cpu_pids:
+        if per_cpu_pids and dp.per_cpu_dispatch:
+            # Linux ignores PER_CPU_PIDS without DISPATCH_UPCALL_PER_CPU (ovs_dp_change)
             dp.per_cpu_pids = tuple(per_cpu_pids)
         self.datapaths[name] = dp
         self.by_ifindex[dp.ifindex] = dp
@@ -126,7 +143,8 @@ class OvsExtension:
         dp.user_features = features
         if masks_cache_size is not None:
             dp.set_masks_cache_size(masks_cache_size)
-        if per_cpu_pids is not None:
+        if per_cpu_pids is not None and dp.per_cpu_dispatch:
+            # as Linux: ignored (the PIDs kept) unless the new features have per-CPU dispatch
             dp.per_cpu_pids = tuple(per_cpu_pids)
 
     # -- vports ---------------------------------------------------------------------------------
@@ -176,6 +194,7 @@ class OvsExtension:
                 )
         else:
             vport = self._vxlan_vport(name, upcall_pids, options or {})
+            self._check_udp_port_free(vport)
         dp.vports.add(vport, port_no)
         if vport.switch_port is not None:
             vport.switch_port.binding = (dp, vport)
@@ -210,9 +229,22 @@ class OvsExtension:
         dst_port = options.get("dst_port", OVS_VXLAN_DEFAULT_PORT)
         if not 0 < dst_port < 65536:
             raise einval(f"VXLAN destination port {dst_port} out of range")
+        check_ifname(name, "a vxlan port")  # a net device on Linux
         return Vport(
             0, name, VportType.VXLAN, tuple(pids), dst_port=dst_port, options={"dst_port": dst_port}
         )
+
+    def _check_udp_port_free(self, vport: Vport) -> None:
+        # The switch has one VTEP: a UDP port delivers to one tunnel vport, whichever datapath
+        # holds it (Linux refuses a second vxlan device on the same port with EEXIST too).
+        for dp in self.datapaths.values():
+            for other in dp.vports.by_tunnel.values():
+                if other.dst_port == vport.dst_port:
+                    raise NetlinkError(
+                        errno.EEXIST,
+                        f"UDP port {vport.dst_port} already goes to {other.type.name.lower()} "
+                        f"port {other.name} of datapath {dp.name} (one VTEP per switch)",
+                    )
 
     def delete_vport(self, dp: Datapath, vport: Vport) -> None:
         """OVS_VPORT_CMD_DEL (the local port cannot be deleted: EINVAL)."""
@@ -272,16 +304,48 @@ class OvsExtension:
         if self.events is not None:
             self.events.vport_event(dp, cmd, vport)
 
-    def _appeared(self, port: SwitchPort, absent_in: Datapath | None = None) -> None:
-        # A named switch port no datapath holds: tell every datapath, so userspace can add it
-        # (including ``absent_in``, whose ABSENT vport of that name could not take it).
-        if self.events is None:
+    def _appeared(self, port: SwitchPort) -> None:
+        # A switch port no vport holds: tell every datapath, so userspace can add it.  Only
+        # when the add can succeed: names are one namespace across datapaths.
+        if self.events is None or self.find_vport(port.name) is not None:
             return
         for dp in self.datapaths.values():
-            if dp is absent_in or dp.vports.find(port.name) is None:
-                self.events.switch_port_event(dp, port)
+            self.events.switch_port_event(dp, port)
+
+    def _check_name_for_switch(self, name: str, port_type: PortType) -> None:
+        """EEXIST if a switch port named ``name`` (of that type) could never be added."""
+        if name in self.datapaths:
+            raise NetlinkError(
+                errno.EEXIST, f"{name} is the name of a datapath (and of its local port)"
+            )
+        found = self.find_vport(name)
+        if found is None:
+            return
+        dp, vport = found
+        if vport.is_tunnel:
+            raise NetlinkError(
+                errno.EEXIST,
+                f"{name} is the name of {vport.type.name.lower()} port "
+                f"{vport.port_no} of datapath {dp.name}",
+            )
+        if vport.state is VportState.ABSENT and vport.type is not vport_type_for_type(port_type):
+            raise NetlinkError(
+                errno.EEXIST,
+                f"datapath {dp.name} keeps {vport.type.name.lower()} port {vport.port_no} "
+                f"named {name} for a {_binds_as(vport.type)} port; the name can go to a port "
+                f"of type {port_type.label} once that vport is deleted",
+            )
 
     # -- the switch's callbacks ------------------------------------------------------------------
+
+    def check_port_create(self, name: str, port_type: PortType) -> None:
+        """OID_SWITCH_PORT_CREATE, before the port exists: veto (EEXIST) a name the datapaths
+        hold (a datapath's, a tunnel vport's, an ABSENT vport's of an incompatible type)."""
+        self._check_name_for_switch(name, port_type)
+
+    def check_port_rename(self, port: SwitchPort, new_name: str) -> None:
+        """OID_SWITCH_PORT_UPDATED with a new FriendlyName: vetoed as a create would be."""
+        self._check_name_for_switch(new_name, port.type)
 
     def port_created(self, port: SwitchPort) -> None:
         """A port exists on the switch: bind an ABSENT vport of that name back, in place."""
@@ -291,8 +355,8 @@ class OvsExtension:
             return
         dp, vport = found
         if vport_type_for(port) is not vport.type:
-            # Incompatible (a VM port where the host vNIC was): left unbound, userspace decides.
-            self._appeared(port, absent_in=dp)
+            # The veto keeps this from happening; without it the port stays unbound, silently
+            # (announcing it would invite an add that can only fail).
             return
         dp.vports.rebind(vport, port)
         vport.ifindex = port.ifindex

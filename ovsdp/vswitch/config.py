@@ -186,20 +186,26 @@ def _port(raw: dict[str, Any], where: str) -> PortConfig:
     unknown = set(raw) - {"name", "type", "mac", "mtu", "connected", "backend", "ipv4", "device"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    if "name" not in raw:
+        raise ConfigError(f"{where}: needs a name")
+    name = raw["name"]
+    if not isinstance(name, str):
+        raise ConfigError(f'{where}: name must be a string (name = "vm1"), not {name!r}')
     try:
-        name = raw["name"]
         ptype = PortType.parse(str(raw.get("type", "vm")))
         mac = parse_mac(raw["mac"]) if "mac" in raw else None
-    except KeyError:
-        raise ConfigError(f"{where}: needs a name") from None
     except NetlinkError as exc:
         raise ConfigError(f"{where}: {exc.reason}") from None
     backend = str(raw.get("backend", "memory"))
     if backend not in BACKENDS:
         raise ConfigError(f"{where}: unknown backend {backend!r} (one of {BACKENDS})")
     mtu = raw.get("mtu", DEFAULT_MTU)
-    if not isinstance(mtu, int):
+    if not isinstance(mtu, int) or isinstance(mtu, bool):
         raise ConfigError(f"{where}: mtu must be a number")
+    # TOML has booleans: a string such as "no" would otherwise count as true
+    connected = raw.get("connected", True)
+    if not isinstance(connected, bool):
+        raise ConfigError(f"{where}: connected must be true or false, not {connected!r}")
     ipv4 = None
     if "ipv4" in raw:
         if ptype is not PortType.INTERNAL:
@@ -208,10 +214,8 @@ def _port(raw: dict[str, Any], where: str) -> PortConfig:
             ipv4 = parse_interface(str(raw["ipv4"]))
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-    device = _device(raw, str(name), backend, where)
-    return PortConfig(
-        str(name), ptype, mac, mtu, bool(raw.get("connected", True)), backend, ipv4, device
-    )
+    device = _device(raw, name, backend, where)
+    return PortConfig(name, ptype, mac, mtu, connected, backend, ipv4, device)
 
 
 def _device(raw: dict[str, Any], name: str, backend: str, where: str) -> str | None:

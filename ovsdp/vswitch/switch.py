@@ -8,7 +8,8 @@ Modelled on the Hyper-V virtual switch that the OVS forwarding extension plugged
   port; its link can be up or down;
 * management operations (create/delete port, connect/disconnect NIC, link up/down, rename, change
   MAC or MTU) reach the extension as callbacks (:class:`SwitchExtension`), the way Hyper-V's OIDs
-  reached the Windows extension (OID_SWITCH_PORT_CREATE, OID_SWITCH_NIC_CONNECT, ...);
+  reached the Windows extension (OID_SWITCH_PORT_CREATE, OID_SWITCH_NIC_CONNECT, ...); as an
+  extension could fail a port create or update OID, it can veto a port create or rename;
 * the data path: a NIC's received frames go to the extension's ingress-send hook as a batch; the
   extension sends packets to destination ports with :meth:`VSwitch.send`; the switch hands them to
   the destination NICs' backends, then returns the extension's own packets through its
@@ -144,6 +145,14 @@ class SwitchPort:
 class SwitchExtension(Protocol):
     """The callbacks of a forwarding extension (what ovsext registered with NDIS)."""
 
+    def check_port_create(self, name: str, port_type: PortType) -> None:
+        """Before a port is created (OID_SWITCH_PORT_CREATE): raise NetlinkError to veto it;
+        the switch then fails the operation with that error and changes nothing."""
+
+    def check_port_rename(self, port: SwitchPort, new_name: str) -> None:
+        """Before a port takes a new FriendlyName (OID_SWITCH_PORT_UPDATED): raise
+        NetlinkError to veto it, as for a create."""
+
     def port_created(self, port: SwitchPort) -> None: ...
     def port_teardown(self, port: SwitchPort) -> None: ...
     def port_deleted(self, port: SwitchPort) -> None: ...
@@ -274,14 +283,18 @@ class VSwitch:
         connect: bool = True,
         backend: NicBackend | None = None,
     ) -> SwitchPort:
-        """Create a port and its NIC; connect the NIC unless told not to."""
+        """Create a port and its NIC; connect the NIC unless told not to.  The extension may
+        veto it (its error is raised, nothing changes)."""
         check_name(name)
         check_mtu(mtu)
         if name in self.by_name:
             raise NetlinkError(errno.EEXIST, f"the switch already has a port named {name!r}")
+        if mac is not None:
+            check_mac(mac)
+        if self.extension is not None:
+            self.extension.check_port_create(name, port_type)
         if mac is None:
             mac = self._default_mac()
-        check_mac(mac)
         nic = Nic(self._next_nic_index, mac, mtu, backend=backend)
         self._next_nic_index += 1
         port = SwitchPort(
@@ -350,7 +363,8 @@ class VSwitch:
         mac: bytes | None = None,
         new_name: str | None = None,
     ) -> SwitchPort:
-        """Change MTU, MAC or FriendlyName; everything is checked before anything changes."""
+        """Change MTU, MAC or FriendlyName; everything is checked (and a rename offered to the
+        extension, which may veto it) before anything changes."""
         port = self.port(name)
         if mtu is not None:
             check_mtu(mtu)
@@ -362,6 +376,8 @@ class VSwitch:
                 raise NetlinkError(
                     errno.EEXIST, f"the switch already has a port named {new_name!r}"
                 )
+            if self.extension is not None:
+                self.extension.check_port_rename(port, new_name)
         changes: dict[str, object] = {}
         if mtu is not None and mtu != port.mtu:
             port.mtu = port.nic.mtu = mtu
