@@ -167,6 +167,14 @@ class Context:
         features = reply.attrs.get("user_features", 0)
         return Dpif(self.sock, reply.attrs["name"], reply.dp_ifindex or 0, features)
 
+    def open_or_fail(self, arg: str) -> Dpif:
+        """:meth:`open_dp`, a failure printed as ovs-dpctl prints it ("opening datapath") and
+        raised as :class:`Abort`."""
+        try:
+            return self.open_dp(arg)
+        except NetlinkError as exc:
+            raise self.fail(exc.errno, "opening datapath") from None
+
     def dp_exists(self, arg: str) -> bool:
         """Whether ``arg`` names an existing datapath (OVS's ``dp_exists``)."""
         name, dp_type = parse_dp_name(arg)
@@ -194,10 +202,7 @@ class Context:
             dpname = None
         if dpname is None:
             raise self.fail(errno.EINVAL, "datapath not found")
-        try:
-            return self.open_dp(dpname)
-        except NetlinkError as exc:
-            raise self.fail(exc.errno, "opening datapath") from None
+        return self.open_or_fail(dpname)
 
     def port_names(self, dpif: Dpif) -> dict[str, int]:
         """Port name -> number, for parsing and printing names."""

@@ -65,11 +65,7 @@ def cmd_add_dp(ctx: Context, argv: Sequence[str]) -> int:
 
 def cmd_del_dp(ctx: Context, argv: Sequence[str]) -> int:
     """``del-dp DP``: delete a datapath with its ports and flows."""
-    try:
-        dpif = ctx.open_dp(argv[1])
-    except NetlinkError as exc:
-        ctx.error(exc.errno, "opening datapath")
-        return exc.errno
+    dpif = ctx.open_or_fail(argv[1])
     try:
         dpif.delete()
     except NetlinkError as exc:
@@ -261,11 +257,7 @@ def _dpif_port_name(name: str, vtype: str, options: dict[str, Any]) -> str:
 
 def cmd_add_if(ctx: Context, argv: Sequence[str]) -> int:
     """``add-if DP IFACE[,type=T][,port_no=N][,key=value]...``: add ports."""
-    try:
-        dpif = ctx.open_dp(argv[1])
-    except NetlinkError as exc:
-        ctx.error(exc.errno, "opening datapath")
-        return exc.errno
+    dpif = ctx.open_or_fail(argv[1])
     lasterror = 0
     for spec in argv[2:]:
         error = _add_one(ctx, dpif, argv[1], spec)
@@ -321,11 +313,7 @@ def _add_one(ctx: Context, dpif: Dpif, dp_arg: str, spec: str) -> int:
 
 def cmd_set_if(ctx: Context, argv: Sequence[str]) -> int:
     """``set-if DP IFACE[,key=value]...``: change ports (what the datapath lets change)."""
-    try:
-        dpif = ctx.open_dp(argv[1])
-    except NetlinkError as exc:
-        ctx.error(exc.errno, "opening datapath")
-        return exc.errno
+    dpif = ctx.open_or_fail(argv[1])
     lasterror = 0
     for spec in argv[2:]:
         try:
@@ -383,11 +371,7 @@ def _set_one(ctx: Context, dpif: Dpif, dp_arg: str, spec: str) -> None:
 
 def cmd_del_if(ctx: Context, argv: Sequence[str]) -> int:
     """``del-if DP IFACE...``: delete ports by name or number."""
-    try:
-        dpif = ctx.open_dp(argv[1])
-    except NetlinkError as exc:
-        ctx.error(exc.errno, "opening datapath")
-        return exc.errno
+    dpif = ctx.open_or_fail(argv[1])
     lasterror = 0
     for name in argv[2:]:
         if all(ch in "0123456789" for ch in name):
