@@ -286,27 +286,12 @@ class AfPacketBackend(FdBackend):
 
     def transmit(self, frames: Sequence[bytes]) -> None:
         """Send each frame; on EAGAIN the rest of the batch is dropped (a full NIC ring)."""
-        counters = self.counters
         sock = self.sock
         if sock is None:
-            counters.tx_dropped += len(frames)
+            self.counters.tx_dropped += len(frames)
             return
-        send = sock.send
-        sent = failed = 0
-        for frame in frames:
-            try:
-                send(frame)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                # ENOBUFS: the qdisc dropped it (a full queue too); anything else is an error
-                if exc.errno != errno.ENOBUFS:
-                    failed += 1
-                continue
-            sent += 1
-        counters.tx += sent
-        counters.tx_errors += failed
-        counters.tx_dropped += len(frames) - sent
+        # ENOBUFS: the qdisc dropped it (a full queue too); anything else is an error
+        self.send_each(sock.send, frames, errno.ENOBUFS)
 
     def stats(self) -> NicCounters:
         """The counters, with the kernel's receive drops (``PACKET_STATISTICS``) folded in."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -111,6 +111,28 @@ class FdBackend:
         """Up to ``limit`` frames that are ready now ([] when none); DeviceGone if the device
         is gone for good."""
         raise NotImplementedError
+
+    def send_each(
+        self, send: Callable[[bytes], object], frames: Sequence[bytes], dropped_errno: int = 0
+    ) -> None:
+        """:meth:`transmit`'s loop: ``send`` each frame until EAGAIN (the rest of the batch is
+        dropped: a full NIC ring), counting what went, what failed and what was dropped.  An
+        OSError with ``dropped_errno`` is a drop (the device queue's), not an error."""
+        sent = failed = 0
+        for frame in frames:
+            try:
+                send(frame)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != dropped_errno:
+                    failed += 1
+                continue
+            sent += 1
+        counters = self.counters
+        counters.tx += sent
+        counters.tx_errors += failed
+        counters.tx_dropped += len(frames) - sent
 
     def read_error(self, exc: OSError) -> None:
         """Count a failed read (the batch ends there)."""

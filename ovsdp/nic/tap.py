@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import socket
 import struct
@@ -153,25 +154,11 @@ class TapBackend(FdBackend):
 
     def transmit(self, frames: Sequence[bytes]) -> None:
         """Write each frame; on EAGAIN the rest of the batch is dropped (a full NIC ring)."""
-        counters = self.counters
         fd = self.fd
         if fd < 0:
-            counters.tx_dropped += len(frames)
+            self.counters.tx_dropped += len(frames)
             return
-        write = os.write
-        sent = failed = 0
-        for frame in frames:
-            try:
-                write(fd, frame)
-            except BlockingIOError:
-                break
-            except OSError:
-                failed += 1
-                continue
-            sent += 1
-        counters.tx += sent
-        counters.tx_errors += failed
-        counters.tx_dropped += len(frames) - sent
+        self.send_each(functools.partial(os.write, fd), frames)
 
     def _release(self) -> None:
         os.close(self.fd)
