@@ -12,6 +12,7 @@ per frame.
 
 from __future__ import annotations
 
+import abc
 import errno
 import logging
 import os
@@ -76,7 +77,7 @@ def describe(exc: OSError) -> str:
     return errno.errorcode.get(exc.errno or 0, str(exc))
 
 
-class FdBackend:
+class FdBackend(abc.ABC):
     """A NIC backend on one non-blocking file descriptor; subclasses open it and move frames."""
 
     kind = "fd"
@@ -99,18 +100,18 @@ class FdBackend:
 
     # -- what subclasses provide ----------------------------------------------------------------
 
+    @abc.abstractmethod
     def open(self) -> None:
         """Open (and configure) the device; NicError with a clear reason if it cannot be."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def transmit(self, frames: Sequence[bytes]) -> None:
         """Write frames without blocking; what cannot be written now is dropped and counted."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def read_batch(self, limit: int) -> list[bytes]:
         """Up to ``limit`` frames that are ready now ([] when none); DeviceGone if the device
         is gone for good."""
-        raise NotImplementedError
 
     def send_each(
         self, send: Callable[[bytes], object], frames: Sequence[bytes], dropped_errno: int = 0
