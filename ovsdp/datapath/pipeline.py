@@ -1055,12 +1055,9 @@ class _EncapCache:
         self.entries: dict[ActionProgram, tuple[Any, ...]] = {}
         # the entries that have a template, by (template, vport): programs share them
         self.shared: dict[tuple[OuterTemplate, Vport], tuple[Any, ...]] = {}
-        self.stamp: tuple[Any, ...] = ()
-        self.retry = False
         self.uplink: SwitchPort | None = None
         self.up = False
-        self.token = object()
-        self.no_encap = (*_NO_FAST[:-1], self.token)  # the entry of any other program
+        self.renew(())
 
     def renew(self, stamp: tuple[Any, ...]) -> None:
         """Forget every entry (those flows keep are stale from now on)."""
@@ -1069,7 +1066,7 @@ class _EncapCache:
         self.stamp = stamp
         self.retry = False
         self.token = object()
-        self.no_encap = (*_NO_FAST[:-1], self.token)
+        self.no_encap = (*_NO_FAST[:-1], self.token)  # the entry of any other program
 
 
 def _encap_plan(program: ActionProgram) -> _EncapPlan | Literal[False]:
