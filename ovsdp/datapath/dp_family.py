@@ -13,13 +13,7 @@ from ..netlink.message import GenlMessage, encode_genl
 from ..netlink.structs import OvsDpMegaflowStats, OvsDpStats
 from ..pseudodev.device import Device, Request
 from ..pseudodev.registry import Command, Family, Reply
-from .datapath import (
-    Datapath,
-    check_features,
-    check_ifname,
-    check_masks_cache_range,
-    check_masks_cache_size,
-)
+from .datapath import Datapath, check_masks_cache_range
 from .extension import OvsExtension
 
 
@@ -94,13 +88,10 @@ class DatapathFamily:
         attrs = request.attrs
         name = attrs["name"]
         self._check_policy(request)
-        # The kernel applies the features and the masks cache size (ovs_dp_change) before it
-        # creates the local port, whose name must be a valid net device name: EOPNOTSUPP, then
-        # EINVAL, win over EEXIST.
-        check_features(attrs.get("user_features", 0))
-        if "masks_cache_size" in attrs:
-            check_masks_cache_size(attrs["masks_cache_size"])
-        check_ifname(name, "a datapath")
+        # before the EEXIST below (EOPNOTSUPP, then EINVAL, win over it, as in the kernel)
+        self.extension.check_new_datapath(
+            name, attrs.get("user_features", 0), attrs.get("masks_cache_size")
+        )
         existing = self.extension.datapaths.get(name)
         if existing is not None:
             if request.msg.version < OVS_DP_VER_FEATURES:

@@ -93,6 +93,16 @@ class OvsExtension:
             raise NetlinkError(errno.ENODEV, f"no datapath {what}")
         return dp
 
+    @staticmethod
+    def check_new_datapath(name: str, features: int, masks_cache_size: int | None) -> None:
+        """What a new datapath's attributes must satisfy, in the kernel's order (the features and
+        the masks cache size, applied by ovs_dp_change, then the local port's name): checked
+        before the name is looked up, so these errors win over EEXIST."""
+        check_features(features)
+        if masks_cache_size is not None:
+            check_masks_cache_size(masks_cache_size)
+        check_ifname(name, "a datapath")  # its local port is a net device on Linux
+
     def create_datapath(
         self,
         name: str,
@@ -102,10 +112,7 @@ class OvsExtension:
         per_cpu_pids: Sequence[int] | None = None,
     ) -> Datapath:
         """A new datapath with its local port; EEXIST if the name is taken."""
-        check_features(features)
-        if masks_cache_size is not None:
-            check_masks_cache_size(masks_cache_size)
-        check_ifname(name, "a datapath")  # its local port is a net device on Linux
+        self.check_new_datapath(name, features, masks_cache_size)
         if name in self.datapaths:
             raise NetlinkError(errno.EEXIST, f"datapath {name} exists")
         self._check_name_free(name)
