@@ -288,9 +288,9 @@ class OvsExtension:
 
     def _check_name_free(self, name: str) -> None:
         # Port names are one namespace across datapaths, as netdev names are on Linux.
-        for dp in self.datapaths.values():
-            if dp.vports.find(name) is not None:
-                raise NetlinkError(errno.EEXIST, f"datapath {dp.name} already has a port {name}")
+        found = self.find_vport(name)
+        if found is not None:
+            raise NetlinkError(errno.EEXIST, f"datapath {found[0].name} already has a port {name}")
 
     def find_vport(self, name: str) -> tuple[Datapath, Vport] | None:
         """The datapath and vport with this name, in any datapath."""
@@ -301,11 +301,9 @@ class OvsExtension:
         return None
 
     def _absent_vport_named(self, name: str) -> tuple[Datapath, Vport] | None:
-        for dp in self.datapaths.values():
-            vport = dp.vports.find(name)
-            if vport is not None and vport.state is VportState.ABSENT:
-                return dp, vport
-        return None
+        # (names are one namespace: the vport with that name, if it is ABSENT)
+        found = self.find_vport(name)
+        return found if found is not None and found[1].state is VportState.ABSENT else None
 
     def _event(self, dp: Datapath, cmd: int, vport: Vport) -> None:
         if self.events is not None:
