@@ -186,9 +186,7 @@ class ActionRunner:
         pipeline = self.pipeline
         key = pipeline.key_of(frame, meta)
         hash_ = meta.hash or flow_hash(key)  # the packet's hash, as the kernel sends it
-        in_port = self.dp.vports.get(meta.in_port)  # the kernel counts every upcall there
-        if in_port is None:
-            in_port = self.default_input  # an execute's in_port that names no vport
+        in_port = self.input_vport(meta)  # the kernel counts every upcall there
         pid = attrs.get("pid", 0)
         if self.pid is not None:
             pid = self.pid
@@ -234,8 +232,9 @@ class Pipeline:
         # packets dropped at the recirculation limit (a loop); not n_lost, which the kernel
         # keeps for upcalls that could not be queued (its limit drop counts nowhere in stats)
         self.recirc_limit_drops = 0
-        # tunnels (ovsdp/tunnel): the switch's VTEP, and which action programs are exactly
-        # set(tunnel(...)) + output (encapsulated in bulk: _encap_fast)
+        # tunnels (ovsdp/tunnel): the switch's VTEP, which action programs are exactly
+        # set(tunnel(...)) + output (encapsulated in the ingress loop: _resolve_encap), and
+        # what each datapath's flows resolved them to
         self.tunnel: TunnelEndpoint = endpoint_of(self.switch)
         self._encap_plans: dict[ActionProgram, _EncapPlan | Literal[False]] = {}
         self._encap_caches: dict[Datapath, _EncapCache] = {}
