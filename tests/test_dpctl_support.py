@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from datapath_support import Harness
+from flow_support import check_idle as check_idle  # the completion invariant, for dpctl tests
 
 from ovsdp.netlink.constants import DpCmd
 from userspace.dpctl import run
@@ -144,17 +145,6 @@ def vlan_frame(vid: int = 10) -> bytes:
 def inject(h: Harness, port: str, frames: Iterable[bytes]) -> None:
     """Frames as if ``port``'s NIC received them, in one batch."""
     h.call(h.switch.receive, h.switch.port(port), list(frames))
-
-
-def check_idle(h: Harness) -> None:
-    """The completion invariant (docs/datapath.md section 5) after injected traffic: every frame
-    completed to the switch, every copy the pipeline made released."""
-
-    def snap() -> tuple[int, int]:
-        return h.switch.outstanding, h.extension.pipeline.outstanding
-
-    switch_outstanding, pipeline_outstanding = h.call(snap)
-    assert (switch_outstanding, pipeline_outstanding) == (0, 0)
 
 
 def take(h: Harness, port: str) -> list[bytes]:
