@@ -30,7 +30,6 @@ from dpif_support import (
 from flow_support import check_idle
 
 import ovsdp.datapath.datapath as datapath_module
-import ovsdp.datapath.dp_family as dp_family_module
 import ovsdp.datapath.extension as extension_module
 from ovsdp.netlink.constants import (
     NLM_F_ECHO,
@@ -188,7 +187,6 @@ def no_per_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def no_feature_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     """A datapath that ignores unknown feature bits (kernels before 5.0)."""
-    monkeypatch.setattr(dp_family_module, "check_features", lambda features: None)
     monkeypatch.setattr(extension_module, "check_features", lambda features: None)
 
 
